@@ -1,0 +1,125 @@
+//! The command line: subcommands and flags (clap), then settings, secrets, logging and the
+//! runtime, then the command; every outcome becomes the documented exit status here and nowhere
+//! else.
+//!
+//! Settings come only from the environment (containers and platforms configure through it);
+//! `--help` lists every one of them with its variable and default, from the same table the
+//! parser uses (`crate::config::SETTINGS`).
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{self, Settings};
+use crate::exit::{Error, code};
+use crate::{logging, redact, run};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "startgate",
+    version,
+    about = "The startup gate for database-backed apps: wait for the database, migrate under a lock, \
+             verify the schema, start and probe the app, explain hangs.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the plan: applied, pending, out-of-order, changed, missing, future and failed
+    /// migrations. Exit 0 when up to date, 9 when only pending migrations remain, 7 when the
+    /// history is inconsistent.
+    Status {
+        /// Print a stable JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The clap command with the settings table appended to every `--help`.
+fn command() -> clap::Command {
+    let settings = config::settings_help();
+    Cli::command()
+        .after_long_help(settings.clone())
+        .mut_subcommands(|sub| sub.after_long_help(settings.clone()))
+}
+
+/// Runs startgate and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` land here too, and exit 0.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                code::USAGE
+            } else {
+                code::SUCCESS
+            });
+        }
+    };
+
+    // Every setting is read and checked before any side effect.
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("startgate: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    redact::register(settings.secrets());
+    logging::init(&settings.log, settings.log_format);
+    for warning in &settings.warnings {
+        tracing::warn!(event = "settings", "{warning}");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(&Error::Internal(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Status { json } => run::status(&settings, json).await,
+        }
+    });
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Logs the error with its causes (secrets masked) and returns its exit status.
+fn fail(error: &Error) -> ExitCode {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        // thiserror's `transparent` and `{source}`-in-message errors would repeat themselves.
+        if !message.contains(&cause) {
+            message.push_str(&format!(": {cause}"));
+        }
+        source = cause_of(source);
+    }
+    let exit_code = error.exit_code();
+    tracing::error!(event = "exit", exit_code, "{}", redact::mask(&message));
+    ExitCode::from(exit_code)
+}
+
+fn cause_of<'a>(
+    error: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    error.and_then(std::error::Error::source)
+}

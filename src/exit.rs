@@ -1,0 +1,60 @@
+//! Exit statuses (DESIGN.md "Exit status") and the top-level error that maps every boundary's
+//! error to one of them. Only `main` (through [`crate::cli`]) prints errors and exits.
+
+use crate::backend::BackendError;
+use crate::config::ConfigErrors;
+use crate::migrate::source::SourceError;
+use crate::wait::WaitError;
+
+/// The documented exit statuses.
+pub mod code {
+    pub const SUCCESS: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const DATABASE_UNREACHABLE: u8 = 3;
+    pub const LOCK_TIMEOUT: u8 = 4;
+    pub const BACKUP_FAILED: u8 = 5;
+    pub const MIGRATION_FAILED: u8 = 6;
+    pub const INCONSISTENT: u8 = 7;
+    pub const VERIFY_FAILED: u8 = 8;
+    pub const PENDING: u8 = 9;
+    pub const STARTUP_TIMEOUT: u8 = 124;
+}
+
+/// Everything that can end a command early, one variant per boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad settings, all of them listed.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A usage error that is not a single setting (e.g. a command that needs `DATABASE_URL`).
+    #[error("{0}")]
+    Usage(String),
+    /// Unreadable or malformed migration files, all of them listed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Unreachable(#[from] WaitError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The history is inconsistent (`out-of-order`, `changed`, `missing`, a `failed` migration
+    /// that cannot resume); every problem listed.
+    #[error("the migration history is inconsistent, nothing was applied:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Inconsistent(Vec<String>),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The exit status this error leads to.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) | Error::Source(_) => code::USAGE,
+            Error::Unreachable(_) => code::DATABASE_UNREACHABLE,
+            Error::Backend(BackendError::BadHistory { .. }) | Error::Inconsistent(_) => {
+                code::INCONSISTENT
+            }
+            Error::Backend(BackendError::Query { .. }) | Error::Internal(_) => code::INTERNAL,
+        }
+    }
+}

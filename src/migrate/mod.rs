@@ -1,0 +1,113 @@
+//! Migrations: the files on disk ([`source`], with [`split`] for statements), the history in the
+//! database ([`HistoryRow`]), and the pure planner between them ([`plan`]).
+//!
+//! Nothing in this module talks to a database or spawns a process: the backends read and write
+//! history rows, the orchestration (`crate::run`) executes the plan. `status` prints the very plan
+//! that `init` executes.
+
+pub mod plan;
+pub mod source;
+pub mod split;
+pub mod version;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use version::Version;
+
+/// One up migration, parsed and checked; everything `init` needs to apply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    pub version: Version,
+    /// The description part of the file name (`create_users` for `0001_create_users.sql`).
+    pub name: String,
+    /// The file name as found in the directory, used in every message about this migration.
+    pub file_name: String,
+    /// The path as the operator configured it (`migrations/0001_create_users.sql`).
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the applied text: line endings normalised to `\n`, the
+    /// leading `-- startgate:` directive lines left out (for a dbmate file, the up section only).
+    pub checksum: String,
+    /// The directives and dbmate markers that change how the migration runs.
+    pub options: MigrationOptions,
+    /// The statements to send, one at a time, in order.
+    pub statements: Vec<Statement>,
+}
+
+/// How one migration runs, from `-- startgate:` directives and dbmate's `transaction:false`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationOptions {
+    /// `-- startgate:no-transaction` or `-- migrate:up transaction:false`.
+    pub no_transaction: bool,
+    /// `-- startgate:lock-timeout`; overrides `STARTGATE_LOCK_TIMEOUT` for this file.
+    pub lock_timeout: Option<Duration>,
+    /// `-- startgate:statement-timeout`; overrides `STARTGATE_STATEMENT_TIMEOUT`.
+    pub statement_timeout: Option<Duration>,
+    /// `-- startgate:timeout`; overrides the wall-clock `STARTGATE_MIGRATION_TIMEOUT`.
+    pub timeout: Option<Duration>,
+}
+
+/// One SQL statement of a migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement text from its first token up to (not including) its terminating
+    /// semicolon, exactly as in the file.
+    pub sql: String,
+    /// 1-based line in the file where the statement's first token is.
+    pub line: u32,
+    /// Byte offset in the file of the statement's first token, so that a server error
+    /// position (a character offset within the statement) can be mapped back to the file.
+    pub offset: usize,
+}
+
+/// One row of startgate's history table, as any backend reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub version: Version,
+    pub name: String,
+    pub checksum: String,
+    pub state: RowState,
+    /// Statements completed; meaningful for `running` and `failed` rows of non-transactional
+    /// migrations, where the next run resumes at this (0-based) statement index.
+    pub statements_done: u32,
+    /// When the row became `applied`, RFC 3339 UTC.
+    pub applied_at: Option<String>,
+    pub execution_ms: Option<i64>,
+    pub applied_by: Option<String>,
+    /// The last failure's SQLSTATE (`55P03` lock timeout, `57014` statement timeout or cancel).
+    pub error_sqlstate: Option<String>,
+    /// The last failure's message, for `status`.
+    pub error: Option<String>,
+    /// Set by `startgate repair VERSION`: an operator has dealt with what the failure left, so
+    /// the next run resumes at `statements_done` whatever the failure was.
+    pub repaired: bool,
+}
+
+/// The `state` column of a history row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowState {
+    /// A non-transactional migration is in progress, or its runner was killed.
+    Running,
+    /// A non-transactional migration stopped part-way.
+    Failed,
+    Applied,
+}
+
+impl RowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowState::Running => "running",
+            RowState::Failed => "failed",
+            RowState::Applied => "applied",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RowState> {
+        match text {
+            "running" => Some(RowState::Running),
+            "failed" => Some(RowState::Failed),
+            "applied" => Some(RowState::Applied),
+            _ => None,
+        }
+    }
+}

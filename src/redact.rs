@@ -1,0 +1,61 @@
+//! Secret masking for every text startgate repeats: error messages, driver errors, and later the
+//! app's stderr tail, a hang command's output, a migrate command's output.
+//!
+//! The secrets (database passwords, in raw and percent-decoded form, and the status token) are
+//! registered once, right after the settings are read and before anything is logged; from then
+//! on [`mask`] replaces each of them with `***` wherever it appears. Database URLs are
+//! additionally always displayed in their redacted form (`crate::dburl`), so masking is the
+//! second line of defence, not the first.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// What [`mask`] puts in place of a secret.
+pub const MASK: &str = "***";
+
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Registers the secrets to mask. Only the first call counts (settings are read once per
+/// process). Empty strings and very short strings are ignored: masking every `a` in a log line
+/// would hide more than it protects, and a one-character password is no secret anyway.
+pub fn register(secrets: impl IntoIterator<Item = String>) {
+    let mut list: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 3).collect();
+    // Longest first, so that a secret containing another is masked whole.
+    list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    list.dedup();
+    let _ = SECRETS.set(list);
+}
+
+/// `text` with every registered secret replaced by [`MASK`].
+pub fn mask(text: &str) -> Cow<'_, str> {
+    mask_with(SECRETS.get().map(Vec::as_slice).unwrap_or_default(), text)
+}
+
+/// [`mask`] with an explicit list, for tests and for callers holding their own secrets.
+pub fn mask_with<'a>(secrets: &[String], text: &'a str) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret.as_str()) {
+            out = Cow::Owned(out.replace(secret.as_str(), MASK));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let secrets = vec!["s3cr3t-longer".to_string(), "s3cr3t".to_string()];
+        for (text, expected) in [
+            ("no secret here", "no secret here"),
+            ("password s3cr3t and s3cr3t", "password *** and ***"),
+            ("s3cr3t-longer", "***"),
+            ("", ""),
+        ] {
+            assert_eq!(mask_with(&secrets, text), expected);
+        }
+    }
+}

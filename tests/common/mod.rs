@@ -1,0 +1,466 @@
+//! Test harness shared by the integration tests: a real PostgreSQL, a fresh database per test,
+//! and a way to run the real `startgate` binary with a bounded wait.
+//!
+//! PostgreSQL comes from `STARTGATE_TEST_DATABASE_URL` when it is set (CI points it at the
+//! machine's server). Otherwise the harness starts a private throwaway cluster from the local
+//! server binaries (`initdb`, `postgres`) in a temporary directory on a free port, as the
+//! `postgres` user when the tests run as root. The postmaster is started by a thread that lives
+//! as long as the test process and gets a parent-death signal (SIGQUIT: immediate shutdown), so
+//! it never outlives the tests; directories left by earlier runs are removed at the next start.
+//! When neither is possible the tests fail with a message saying how to get PostgreSQL: they
+//! are never skipped.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Row};
+
+/// The server every test of this process uses.
+pub struct Server {
+    /// A URL to an existing database on the server, for creating and dropping test databases.
+    admin_url: url::Url,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+
+const HOW_TO_GET_POSTGRES: &str = "these tests need a real PostgreSQL. Either set \
+    STARTGATE_TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB (a role that may CREATE DATABASE), \
+    or install the server binaries so that the tests can start a private cluster \
+    (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql)";
+
+/// The shared server, started on first use. Panics (failing the test) with instructions when
+/// PostgreSQL cannot be had.
+pub fn server() -> &'static Server {
+    match SERVER.get_or_init(start_server) {
+        Ok(server) => server,
+        Err(e) => panic!("{e}\n{HOW_TO_GET_POSTGRES}"),
+    }
+}
+
+fn start_server() -> Result<Server, String> {
+    if let Ok(url) = std::env::var("STARTGATE_TEST_DATABASE_URL") {
+        let admin_url = url::Url::parse(&url)
+            .map_err(|e| format!("STARTGATE_TEST_DATABASE_URL is not a URL: {e}"))?;
+        block_on(async {
+            let mut conn = sqlx::PgConnection::connect(admin_url.as_str()).await?;
+            sqlx::raw_sql("SELECT 1").execute(&mut conn).await?;
+            conn.close().await
+        })
+        .map_err(|e| format!("cannot connect to STARTGATE_TEST_DATABASE_URL: {e}"))?;
+        return Ok(Server { admin_url });
+    }
+    start_private_cluster()
+}
+
+/// Runs a future to completion on a private current-thread runtime, bounded by 60 s.
+pub fn block_on<T>(
+    f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(sqlx::Error::Io)?;
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+    })
+}
+
+fn find_server_binaries() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+    }) {
+        return Ok(dir);
+    }
+    // Debian keeps the server binaries out of PATH.
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|d| d.join("initdb").is_file());
+    versions.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions
+        .pop()
+        .ok_or_else(|| "no STARTGATE_TEST_DATABASE_URL, and no PostgreSQL server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql".to_string())
+}
+
+/// The uid and gid to run the cluster as: ours, or `postgres`'s when we are root (initdb refuses
+/// to run as root).
+fn cluster_user() -> Result<Option<(u32, u32)>, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = std::ffi::CString::new("postgres").map_err(|e| e.to_string())?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(
+            "running as root, and there is no `postgres` user to run a private cluster as"
+                .to_string(),
+        );
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+fn remove_stale_clusters(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("startgate-test-pg-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn start_private_cluster() -> Result<Server, String> {
+    let bin = find_server_binaries()?;
+    let user = cluster_user()?;
+    let base = std::env::temp_dir();
+    remove_stale_clusters(&base);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = base.join(format!("startgate-test-pg-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("cannot hand {} to postgres: {e}", dir.display()))?;
+    }
+    let data = dir.join("data");
+
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = user {
+        initdb.uid(uid).gid(gid);
+    }
+    let out = initdb
+        .output()
+        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))?;
+
+    let postgres = bin.join("postgres");
+    let (data_s, dir_s) = (data.clone(), dir.clone());
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    // The keeper thread forks the postmaster and then waits for it for the rest of the process:
+    // the parent-death signal fires when the forking *thread* ends, so that thread must live as
+    // long as the tests do.
+    std::thread::Builder::new()
+        .name("pg-keeper".into())
+        .spawn(move || {
+            let mut cmd = Command::new(postgres);
+            cmd.arg("-D")
+                .arg(&data_s)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&dir_s)
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "log_min_messages=fatal",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some((uid, gid)) = user {
+                cmd.uid(uid).gid(gid);
+            }
+            // SAFETY: only async-signal-safe calls between fork and exec. PR_SET_PDEATHSIG is set
+            // after the uid change (a credential change clears it).
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = tx.send(Ok(()));
+                    let _ = child.wait();
+                    // Keep this thread (the postmaster's parent) alive until the process ends.
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot start postgres: {e}")));
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the keeper thread: {e}"))?;
+    rx.recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "postgres did not start".to_string())??;
+
+    let admin_url = url::Url::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = block_on(async {
+            let mut conn = sqlx::PgConnection::connect(admin_url.as_str()).await?;
+            sqlx::raw_sql("SELECT 1").execute(&mut conn).await?;
+            conn.close().await
+        });
+        match ok {
+            Ok(()) => return Ok(Server { admin_url }),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!(
+                    "private cluster in {} did not come up: {e}",
+                    dir.display()
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database of its own for one test, dropped at the end of the test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates `sg_<label>_<pid>_<n>`.
+    pub fn new(label: &str) -> TestDb {
+        let server = server();
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(30)
+            .collect();
+        let name = format!(
+            "sg_{label}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin_exec(
+            server,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        );
+        admin_exec(server, &format!("CREATE DATABASE \"{name}\""));
+        let mut url = server.admin_url.clone();
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// The URL with a password inserted (trust authentication ignores it), for tests that check
+    /// that a password never shows.
+    pub fn url_with_password(&self, password: &str) -> String {
+        let mut url = url::Url::parse(&self.url).expect("test URL");
+        url.set_password(Some(password)).expect("password");
+        url.to_string()
+    }
+
+    /// Runs SQL (several statements allowed) and panics on error.
+    pub fn exec(&self, sql: &str) {
+        let sql = sql.to_string();
+        let url = self.url.clone();
+        block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            sqlx::raw_sql(&sql).execute(&mut conn).await?;
+            conn.close().await
+        })
+        .unwrap_or_else(|e| panic!("test SQL failed: {e}"));
+    }
+
+    /// Runs a query and returns every row as text columns (NULL as `None`).
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let sql = sql.to_string();
+        let url = self.url.clone();
+        block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            let rows = sqlx::raw_sql(&sql).fetch_all(&mut conn).await?;
+            conn.close().await?;
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| row.try_get::<Option<String>, _>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|e| panic!("test query failed: {e}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(Ok(server)) = SERVER.get() {
+            let _ = try_admin_exec(
+                server,
+                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            );
+        }
+    }
+}
+
+fn try_admin_exec(server: &Server, sql: &str) -> Result<(), sqlx::Error> {
+    let sql = sql.to_string();
+    let url = server.admin_url.to_string();
+    block_on(async move {
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        sqlx::raw_sql(&sql).execute(&mut conn).await?;
+        conn.close().await
+    })
+}
+
+fn admin_exec(server: &Server, sql: &str) {
+    try_admin_exec(server, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// What a run of the binary left: exit status, output, and how long it took.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit status, or 128+N when killed by signal N.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs the real `startgate` binary with exactly `env` (plus PATH and HOME), killing it after
+/// `limit`. Panics if it had to be killed.
+pub fn startgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_startgate"));
+    cmd.args(args).env_clear();
+    for key in ["PATH", "HOME", "LANG"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.env("STARTGATE_LOG_FORMAT", "json");
+    cmd.envs(env.iter().copied());
+    run_bounded(cmd, limit)
+}
+
+/// Spawns `cmd` with piped output and waits at most `limit` for it.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn startgate");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "startgate did not finish within {limit:?}; stderr so far: {}",
+                err_reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Output {
+        code,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed,
+    }
+}
+
+/// The directory of a migrations fixture under `tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
