@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Wait for the database, take the migration lock, apply pending migrations, verify, then
+    /// exit (Kubernetes init container, Render pre-deploy command, Helm hook Job).
+    Init,
     /// Show the plan: applied, pending, out-of-order, changed, missing, future and failed
     /// migrations. Exit 0 when up to date, 9 when only pending migrations remain, 7 when the
     /// history is inconsistent.
@@ -36,6 +39,31 @@ enum Command {
         /// Print a stable JSON document instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// After an operator has dealt by hand with what a failed no-transaction migration left:
+    /// clear the failure so the next run retries from the failed statement, or with --skip
+    /// count that statement as done.
+    Repair {
+        /// The migration's version, as in its file name (e.g. 0007).
+        version: String,
+        /// Count the failed statement as done: the next run resumes after it.
+        #[arg(long)]
+        skip: bool,
+    },
+    /// Show who holds the migration lock; with --force, terminate that session.
+    Unlock {
+        /// Terminate the session holding the lock (its transaction is rolled back).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Record migrations as applied without running them: every one up to VERSION, or those
+    /// another tool's history lists.
+    Baseline {
+        /// Read another tool's history: sqlx, dbmate, flyway or golang-migrate.
+        #[arg(long, value_name = "TOOL", value_parser = ["sqlx", "dbmate", "flyway", "golang-migrate"])]
+        from: Option<String>,
+        /// Record every migration up to this version.
+        version: Option<String>,
     },
 }
 
@@ -93,6 +121,12 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Status { json } => run::status(&settings, json).await,
+            Command::Init => run::init(&settings).await,
+            Command::Repair { version, skip } => run::repair(&settings, &version, skip).await,
+            Command::Unlock { force } => run::unlock(&settings, force).await,
+            Command::Baseline { from, version } => {
+                run::baseline(&settings, from.as_deref(), version.as_deref()).await
+            }
         }
     });
     match result {

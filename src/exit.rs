@@ -1,9 +1,11 @@
 //! Exit statuses (DESIGN.md "Exit status") and the top-level error that maps every boundary's
 //! error to one of them. Only `main` (through [`crate::cli`]) prints errors and exits.
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, FailureKind};
 use crate::config::ConfigErrors;
+use crate::migrate::apply::{LockError, MigrationError};
 use crate::migrate::source::SourceError;
+use crate::supervise::signals::Stop;
 use crate::wait::WaitError;
 
 /// The documented exit statuses.
@@ -41,8 +43,22 @@ pub enum Error {
     /// that cannot resume); every problem listed.
     #[error("the migration history is inconsistent, nothing was applied:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Inconsistent(Vec<String>),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Boxed: it carries the statement, the server's message and the blocking sessions.
+    #[error(transparent)]
+    Migration(Box<MigrationError>),
+    /// SIGTERM or SIGINT outside a statement (while waiting for the database, say).
+    #[error("interrupted by {}", .0.name())]
+    Interrupted(Stop),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<MigrationError> for Error {
+    fn from(e: MigrationError) -> Error {
+        Error::Migration(Box::new(e))
+    }
 }
 
 impl Error {
@@ -55,6 +71,29 @@ impl Error {
                 code::INCONSISTENT
             }
             Error::Backend(BackendError::Query { .. }) | Error::Internal(_) => code::INTERNAL,
+            Error::Lock(LockError::Timeout { .. }) => code::LOCK_TIMEOUT,
+            Error::Lock(LockError::Interrupted(stop)) | Error::Interrupted(stop) => {
+                stop.exit_code()
+            }
+            Error::Lock(LockError::Backend(_)) => code::INTERNAL,
+            Error::Migration(e) => match e.failure.kind {
+                FailureKind::Interrupted(stop) => stop.exit_code(),
+                // The URL is wrong for migrating: a configuration error.
+                FailureKind::LockLost => code::USAGE,
+                _ => code::MIGRATION_FAILED,
+            },
+        }
+    }
+
+    /// The signal that ended the run, if one did.
+    pub fn stop(&self) -> Option<Stop> {
+        match self {
+            Error::Lock(LockError::Interrupted(stop)) | Error::Interrupted(stop) => Some(*stop),
+            Error::Migration(e) => match e.failure.kind {
+                FailureKind::Interrupted(stop) => Some(stop),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }

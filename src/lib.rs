@@ -22,4 +22,5 @@ pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod supervise;
 pub mod wait;

@@ -1,31 +1,49 @@
 //! The orchestration of each command: settings in, phases through [`Progress`], backends through
 //! the [`Backend`] trait, an exit status out. Generic over the backend, so a new engine changes
-//! nothing here.
+//! nothing here but the dispatch on the URL scheme.
 //!
 //! Order matters and is the same for every command: everything that can be checked without a
-//! side effect (settings, migration files) is checked first, then the database is touched.
+//! side effect (settings, migration files) is checked first, then the database is touched. The
+//! migration lock, once taken, is released on every path out of the locked section, errors and
+//! signals included (and, should startgate die, by the server when the session ends).
+
+use std::future::Future;
+use std::time::Instant;
 
 use crate::backend::postgres::Postgres;
-use crate::backend::{Backend, TableName};
+use crate::backend::{Backend, ForeignHistory, ForeignTool, HistoryWrite, LockKey, TableName};
 use crate::config::Settings;
 use crate::dburl::{self, DatabaseUrl};
 use crate::exit::Error;
-use crate::migrate::plan::{self, PlanOptions};
+use crate::migrate::apply::{self, Limits};
+use crate::migrate::plan::{self, Plan, PlanOptions};
 use crate::migrate::source::{self, Loaded};
+use crate::migrate::{RowState, Version};
 use crate::phase::Phase;
 use crate::progress::Progress;
 use crate::report::StatusReport;
+use crate::supervise::signals::{self, StopToken};
 use crate::wait::wait_for_database;
+
+/// Runs `body` on the backend the URL names.
+macro_rules! on_backend {
+    ($url:expr, $body:ident ( $($arg:expr),* )) => {
+        match $url.backend() {
+            dburl::Backend::Postgres => $body::<Postgres>($($arg),*).await,
+            dburl::Backend::Sqlite => Err(sqlite_not_yet()),
+        }
+    };
+}
 
 /// `startgate status [--json]`: prints the plan and returns 0 (up to date), 9 (only pending
 /// migrations) or 7 (inconsistent).
 pub async fn status(settings: &Settings, json: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
     let local = load_migrations(settings)?;
-    match url.backend() {
-        dburl::Backend::Postgres => status_on::<Postgres>(settings, url, &local, json).await,
-        dburl::Backend::Sqlite => Err(sqlite_not_yet()),
-    }
+    let progress = Progress::new();
+    let result = on_backend!(url, status_on(settings, url, &local, json, &progress));
+    record_failure(&progress, &result);
+    result
 }
 
 async fn status_on<B: Backend>(
@@ -33,20 +51,18 @@ async fn status_on<B: Backend>(
     url: &DatabaseUrl,
     local: &Loaded,
     json: bool,
+    progress: &Progress,
 ) -> Result<u8, Error> {
-    let progress = Progress::new();
-    let mut db: B = connect(settings, url, &progress).await?;
-    let rows = db
-        .read_history(&settings.history_table)
-        .await?
-        .unwrap_or_default();
-    let plan = plan::plan(
-        &local.migrations,
-        &rows,
-        PlanOptions {
-            out_of_order: settings.out_of_order,
-        },
-    );
+    let mut db: B = connect(settings, url, progress).await?;
+    let rows = db.read_history(&settings.history_table).await;
+    let rows = match rows {
+        Ok(rows) => rows.unwrap_or_default(),
+        Err(e) => {
+            db.close().await;
+            return Err(e.into());
+        }
+    };
+    let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
     let report = StatusReport::new(
         &plan,
         &local.migrations,
@@ -62,6 +78,625 @@ async fn status_on<B: Backend>(
     };
     print!("{text}");
     Ok(report.exit_code)
+}
+
+/// `startgate init`: wait for the database, take the lock, apply what is pending, verify; exits
+/// 0 with a summary line, or with the documented status of what went wrong.
+pub async fn init(settings: &Settings) -> Result<u8, Error> {
+    let url = database_url(settings)?;
+    let local = load_migrations(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let started = Instant::now();
+    let result = on_backend!(
+        url,
+        init_on(settings, url, &local, &stop, &progress, started)
+    );
+    record_failure(&progress, &result);
+    result
+}
+
+async fn init_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    local: &Loaded,
+    stop: &StopToken,
+    progress: &Progress,
+    started: Instant,
+) -> Result<u8, Error> {
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let result = init_steps(&mut db, settings, local, stop, progress).await;
+    db.close().await;
+    let (applied, current) = result?;
+    progress.enter(Phase::Done);
+    let elapsed = started.elapsed().as_millis();
+    let now_at = current
+        .map(|v| format!("now at version {v}"))
+        .unwrap_or_else(|| "no migrations".to_string());
+    let summary = match applied {
+        0 => format!("nothing to apply ({elapsed} ms), {now_at}"),
+        1 => format!("applied 1 migration in {elapsed} ms, {now_at}"),
+        n => format!("applied {n} migrations in {elapsed} ms, {now_at}"),
+    };
+    tracing::info!(
+        event = "summary",
+        applied,
+        duration_ms = elapsed as u64,
+        "{summary}"
+    );
+    Ok(crate::exit::code::SUCCESS)
+}
+
+/// The phases after the database is up. Returns how many migrations were applied and the
+/// version the database is at.
+async fn init_steps<B: Backend>(
+    db: &mut B,
+    settings: &Settings,
+    local: &Loaded,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<(usize, Option<Version>), Error> {
+    let table = &settings.history_table;
+    progress.enter(Phase::AcquiringLock);
+    // Read without the lock first: an up-to-date replica must never queue behind another
+    // replica's long migration.
+    let rows = db.read_history(table).await?.unwrap_or_default();
+    let first = plan::plan(&local.migrations, &rows, plan_options(settings));
+    if first.is_up_to_date() {
+        log_warnings(&first);
+        progress.skipped("nothing to apply, no lock needed");
+        progress.enter(Phase::BackingUp);
+        progress.skipped("nothing to apply");
+        progress.enter(Phase::Migrating);
+        progress.skipped("nothing to apply");
+        verify(settings, progress);
+        return Ok((0, first.current));
+    }
+
+    let key = LockKey::for_table(table);
+    db.prepare_for_migrating().await?;
+    apply::acquire_lock(db, key, settings.lock_wait_timeout, stop).await?;
+    progress.done("holding the migration lock");
+    let result = locked_steps(db, settings, local, key, stop, progress).await;
+    if let Err(e) = db.unlock(key).await {
+        tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
+    }
+    let done = result?;
+    verify(settings, progress);
+    Ok(done)
+}
+
+/// Under the lock: create the history table, read the history again, refuse an inconsistent
+/// one, back up, apply.
+async fn locked_steps<B: Backend>(
+    db: &mut B,
+    settings: &Settings,
+    local: &Loaded,
+    key: LockKey,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<(usize, Option<Version>), Error> {
+    let table = &settings.history_table;
+    db.ensure_history_table(table).await?;
+    let rows = db.read_history(table).await?.unwrap_or_default();
+    let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
+    log_warnings(&plan);
+    refuse_problems(&plan)?;
+
+    progress.enter(Phase::BackingUp);
+    progress.skipped(match settings.backup {
+        crate::config::BackupMode::Never => "STARTGATE_BACKUP=never",
+        _ => "schema backups are not available in this version of startgate",
+    });
+
+    progress.enter(Phase::Migrating);
+    if plan.steps.is_empty() {
+        // Another replica applied everything while this one waited for the lock.
+        progress.skipped("nothing to apply (another replica applied it)");
+        return Ok((0, plan.current));
+    }
+    let host = host_name();
+    let done = apply::apply_steps(
+        db,
+        &plan,
+        &local.migrations,
+        table,
+        key,
+        Limits::from_settings(settings),
+        &host,
+        stop,
+    )
+    .await?;
+    let current = done
+        .iter()
+        .map(|d| &d.version)
+        .chain(plan.current.as_ref())
+        .max()
+        .cloned();
+    progress.done(match done.len() {
+        1 => "applied 1 migration".to_string(),
+        n => format!("applied {n} migrations"),
+    });
+    Ok((done.len(), current))
+}
+
+/// The verifying phase. Schema verification arrives in a later version; until then the phase
+/// says what it did not check.
+fn verify(settings: &Settings, progress: &Progress) {
+    progress.enter(Phase::Verifying);
+    if settings.require.is_empty() && settings.expect_schema.is_none() {
+        progress
+            .skipped("nothing to verify (STARTGATE_REQUIRE and STARTGATE_EXPECT_SCHEMA are unset)");
+    } else {
+        tracing::warn!(
+            "STARTGATE_REQUIRE and STARTGATE_EXPECT_SCHEMA are not checked by this version of startgate"
+        );
+        progress.skipped("schema verification is not available in this version of startgate");
+    }
+}
+
+/// `startgate repair VERSION [--skip]`: clears a failed no-transaction migration so the next
+/// run resumes at the failed statement, or with `--skip` after it.
+pub async fn repair(settings: &Settings, version: &str, skip: bool) -> Result<u8, Error> {
+    let wanted = Version::parse(version).ok_or_else(|| {
+        Error::Usage(format!(
+            "repair: {version:?} is not a version (digits with optional dots, as in the file name)"
+        ))
+    })?;
+    let url = database_url(settings)?;
+    let local = load_migrations(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let result = on_backend!(
+        url,
+        repair_on(settings, url, &local, &wanted, skip, &stop, &progress)
+    );
+    record_failure(&progress, &result);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn repair_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    local: &Loaded,
+    wanted: &Version,
+    skip: bool,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let m = local
+        .migrations
+        .iter()
+        .find(|m| &m.version == wanted)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "repair: no migration file in {} has version {wanted}",
+                settings.migrations.display()
+            ))
+        })?;
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let table = &settings.history_table;
+    let key = LockKey::for_table(table);
+    let result = async {
+        progress.enter(Phase::AcquiringLock);
+        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
+        let outcome = async {
+            let rows = db.read_history(table).await?.unwrap_or_default();
+            let row = rows.iter().find(|r| &r.version == wanted).ok_or_else(|| {
+                Error::Usage(format!(
+                    "repair: version {wanted} has no row in {}: nothing to repair",
+                    TableName(table)
+                ))
+            })?;
+            if row.state == RowState::Applied {
+                return Err(Error::Usage(format!(
+                    "repair: {} is applied: nothing to repair",
+                    m.file_name
+                )));
+            }
+            let total = m.statements.len() as u32;
+            let done = (row.statements_done + u32::from(skip)).min(total);
+            db.write_history(
+                table,
+                &[HistoryWrite {
+                    version: row.version.as_str().to_string(),
+                    name: m.name.clone(),
+                    checksum: m.checksum.clone(),
+                    state: RowState::Failed,
+                    statements_done: done,
+                    applied_by: host_name(),
+                    repaired: true,
+                    error: row.error.clone(),
+                    error_sqlstate: row.error_sqlstate.clone(),
+                }],
+            )
+            .await?;
+            let statement = |i: u32| {
+                m.statements
+                    .get(i as usize)
+                    .map(|s| format!("statement {} (line {})", i + 1, s.line))
+                    .unwrap_or_else(|| format!("statement {}", i + 1))
+            };
+            let next = if done >= total {
+                "every statement is done; the next `startgate init` records it as applied"
+                    .to_string()
+            } else {
+                format!("the next `startgate init` resumes at {}", statement(done))
+            };
+            let message = if skip {
+                format!(
+                    "repaired {}: {} counted as done; {next}",
+                    m.file_name,
+                    statement(row.statements_done)
+                )
+            } else {
+                format!("repaired {}: {next}", m.file_name)
+            };
+            Ok::<_, Error>(message)
+        }
+        .await;
+        if let Err(e) = db.unlock(key).await {
+            tracing::warn!(error = %e, "could not release the migration lock");
+        }
+        outcome
+    }
+    .await;
+    db.close().await;
+    let message = result?;
+    tracing::info!(event = "repair", "{message}");
+    println!("{message}");
+    Ok(crate::exit::code::SUCCESS)
+}
+
+/// `startgate unlock [--force]`: shows who holds the migration lock; with `--force`, terminates
+/// that session (its transaction is rolled back and the lock released).
+pub async fn unlock(settings: &Settings, force: bool) -> Result<u8, Error> {
+    let url = database_url(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let result = on_backend!(url, unlock_on(settings, url, force, &stop, &progress));
+    record_failure(&progress, &result);
+    result
+}
+
+async fn unlock_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    force: bool,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let table = &settings.history_table;
+    let key = LockKey::for_table(table);
+    let holder = db.lock_holder(key).await;
+    let result = match holder {
+        Err(e) => Err(e.into()),
+        Ok(None) => {
+            println!("the migration lock for {} is free", TableName(table));
+            Ok(crate::exit::code::SUCCESS)
+        }
+        Ok(Some(holder)) if !force => {
+            println!(
+                "the migration lock for {} is held by {holder}\n\
+                 if that session is stuck, `startgate unlock --force` terminates it (its transaction is rolled back)",
+                TableName(table)
+            );
+            Ok(crate::exit::code::SUCCESS)
+        }
+        Ok(Some(holder)) => match db.terminate(holder.pid).await {
+            Ok(true) => {
+                tracing::warn!(
+                    event = "unlock",
+                    pid = holder.pid,
+                    "terminated the migration lock's holder: {holder}"
+                );
+                println!(
+                    "terminated pid {}: its transaction was rolled back and the migration lock released",
+                    holder.pid
+                );
+                Ok(crate::exit::code::SUCCESS)
+            }
+            Ok(false) => Err(Error::Internal(format!(
+                "could not terminate pid {}: it had already ended, or this role may not signal it \
+                 (it needs to be the same role, a member of pg_signal_backend, or a superuser)",
+                holder.pid
+            ))),
+            Err(e) => Err(e.into()),
+        },
+    };
+    db.close().await;
+    result
+}
+
+/// `startgate baseline [--from TOOL] [VERSION]`: records migrations as applied without running
+/// them, up to VERSION or as another tool's history lists them.
+pub async fn baseline(
+    settings: &Settings,
+    from: Option<&str>,
+    version: Option<&str>,
+) -> Result<u8, Error> {
+    let target = match (from, version) {
+        (Some(tool), None) => Baseline::From(ForeignTool::parse(tool).ok_or_else(|| {
+            Error::Usage(format!(
+                "baseline: --from {tool:?} is not a tool startgate reads (sqlx, dbmate, flyway, golang-migrate)"
+            ))
+        })?),
+        (None, Some(v)) => Baseline::UpTo(Version::parse(v).ok_or_else(|| {
+            Error::Usage(format!(
+                "baseline: {v:?} is not a version (digits with optional dots)"
+            ))
+        })?),
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "baseline: give either --from TOOL or VERSION, not both".to_string(),
+            ));
+        }
+        (None, None) => {
+            return Err(Error::Usage(
+                "baseline: give VERSION (record every migration up to it) or --from sqlx|dbmate|flyway|golang-migrate"
+                    .to_string(),
+            ));
+        }
+    };
+    let url = database_url(settings)?;
+    let local = load_migrations(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let result = on_backend!(
+        url,
+        baseline_on(settings, url, &local, target, &stop, &progress)
+    );
+    record_failure(&progress, &result);
+    result
+}
+
+/// What `baseline` records.
+#[derive(Debug, Clone)]
+enum Baseline {
+    UpTo(Version),
+    From(ForeignTool),
+}
+
+async fn baseline_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    local: &Loaded,
+    target: Baseline,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let table = &settings.history_table;
+    let key = LockKey::for_table(table);
+    let result = async {
+        progress.enter(Phase::AcquiringLock);
+        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
+        let outcome = async {
+            let (versions, source) = match &target {
+                Baseline::UpTo(v) => (
+                    baseline_up_to(local, v)?,
+                    format!("up to version {v}"),
+                ),
+                Baseline::From(tool) => {
+                    let foreign = db.read_foreign_history(*tool).await?;
+                    (
+                        baseline_from(local, *tool, &foreign)?,
+                        format!("from {}'s {}", tool.as_str(), tool.table()),
+                    )
+                }
+            };
+            db.ensure_history_table(table).await?;
+            let rows = db.read_history(table).await?.unwrap_or_default();
+            let mut writes = Vec::new();
+            let mut problems = Vec::new();
+            let applied_by = match &target {
+                Baseline::UpTo(_) => format!("baseline by {}", host_name()),
+                Baseline::From(tool) => format!("baseline from {} by {}", tool.as_str(), host_name()),
+            };
+            for m in local.migrations.iter().filter(|m| versions.contains(&m.version)) {
+                match rows.iter().find(|r| r.version == m.version) {
+                    Some(r) if r.state == RowState::Applied && r.checksum == m.checksum => {}
+                    Some(r) => problems.push(format!(
+                        "{} is already in the history as {}{}; baseline changes nothing there",
+                        m.file_name,
+                        r.state.as_str(),
+                        if r.checksum == m.checksum { "" } else { " with another checksum" }
+                    )),
+                    None => writes.push(HistoryWrite {
+                        version: m.version.as_str().to_string(),
+                        name: m.name.clone(),
+                        checksum: m.checksum.clone(),
+                        state: RowState::Applied,
+                        statements_done: m.statements.len() as u32,
+                        applied_by: applied_by.clone(),
+                        repaired: false,
+                        error: None,
+                        error_sqlstate: None,
+                    }),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(Error::Inconsistent(problems));
+            }
+            db.write_history(table, &writes).await?;
+            let pending = local
+                .migrations
+                .iter()
+                .filter(|m| !versions.contains(&m.version) && !rows.iter().any(|r| r.version == m.version))
+                .count();
+            let range = match (writes.first(), writes.last()) {
+                (Some(first), Some(last)) if writes.len() > 1 => format!(" ({}–{})", first.version, last.version),
+                (Some(only), _) => format!(" ({})", only.version),
+                _ => String::new(),
+            };
+            Ok::<_, Error>(format!(
+                "recorded {} migration{} as applied without running them{range}, {source}; {pending} pending",
+                writes.len(),
+                if writes.len() == 1 { "" } else { "s" },
+            ))
+        }
+        .await;
+        if let Err(e) = db.unlock(key).await {
+            tracing::warn!(error = %e, "could not release the migration lock");
+        }
+        outcome
+    }
+    .await;
+    db.close().await;
+    let message = result?;
+    tracing::info!(event = "baseline", "{message}");
+    println!("{message}");
+    Ok(crate::exit::code::SUCCESS)
+}
+
+fn baseline_up_to(local: &Loaded, up_to: &Version) -> Result<Vec<Version>, Error> {
+    let versions: Vec<Version> = local
+        .migrations
+        .iter()
+        .filter(|m| &m.version <= up_to)
+        .map(|m| m.version.clone())
+        .collect();
+    if versions.is_empty() {
+        return Err(Error::Usage(format!(
+            "baseline: no migration file has a version up to {up_to}"
+        )));
+    }
+    Ok(versions)
+}
+
+/// The local versions another tool's history says are applied, or every mismatch.
+fn baseline_from(
+    local: &Loaded,
+    tool: ForeignTool,
+    foreign: &ForeignHistory,
+) -> Result<Vec<Version>, Error> {
+    let name = tool.as_str();
+    let table = tool.table();
+    let has_file = |v: &Version| local.migrations.iter().any(|m| &m.version == v);
+    let mut problems = Vec::new();
+    let applied: Vec<Version> = match foreign {
+        ForeignHistory::Current { version, dirty } => {
+            if *dirty {
+                problems.push(format!(
+                    "{name} marked version {version} dirty (it failed part-way): finish or undo it by hand and clear the flag with `migrate force` first"
+                ));
+            }
+            if !has_file(version) {
+                problems.push(format!(
+                    "{name}'s current version {version} has no migration file here"
+                ));
+            }
+            local
+                .migrations
+                .iter()
+                .filter(|m| &m.version <= version)
+                .map(|m| m.version.clone())
+                .collect()
+        }
+        ForeignHistory::Versions {
+            applied,
+            failed,
+            baseline,
+        } => {
+            for v in failed {
+                problems.push(format!(
+                    "{name} recorded version {v} as failed in {table}: fix it with {name} first"
+                ));
+            }
+            let mut set: Vec<Version> = applied.clone();
+            if let Some(b) = baseline {
+                set.extend(
+                    local
+                        .migrations
+                        .iter()
+                        .filter(|m| &m.version <= b)
+                        .map(|m| m.version.clone()),
+                );
+            }
+            set.sort();
+            set.dedup();
+            for v in &set {
+                if !has_file(v) {
+                    problems.push(format!(
+                        "version {v} is in {table} but no migration file here has it"
+                    ));
+                }
+            }
+            if let Some(newest) = set.last() {
+                for m in local.migrations.iter().filter(|m| &m.version < newest) {
+                    if !set.contains(&m.version) {
+                        problems.push(format!(
+                            "{} is older than the newest version {name} applied ({newest}) but {name} never applied it: \
+                             apply it by hand or use `startgate baseline VERSION`",
+                            m.file_name
+                        ));
+                    }
+                }
+            }
+            set
+        }
+    };
+    if !problems.is_empty() {
+        return Err(Error::Inconsistent(problems));
+    }
+    if applied.is_empty() {
+        return Err(Error::Usage(format!(
+            "baseline: {table} lists no applied migration: nothing to record"
+        )));
+    }
+    Ok(applied)
+}
+
+fn plan_options(settings: &Settings) -> PlanOptions {
+    PlanOptions {
+        out_of_order: settings.out_of_order,
+    }
+}
+
+fn log_warnings(plan: &Plan) {
+    for warning in &plan.warnings {
+        tracing::warn!(event = "migrations.future", "{warning}");
+    }
+}
+
+fn refuse_problems(plan: &Plan) -> Result<(), Error> {
+    if plan.problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Inconsistent(
+        plan.problems.iter().map(ToString::to_string).collect(),
+    ))
+}
+
+/// Records a failed command in the phase machine: `stopping` for a signal, `failed` with the
+/// reason and exit status otherwise.
+fn record_failure(progress: &Progress, result: &Result<u8, Error>) {
+    if let Err(e) = result {
+        match e.stop() {
+            Some(stop) => progress.stop(stop.name()),
+            None => progress.fail(
+                crate::redact::mask(&e.to_string()).into_owned(),
+                i32::from(e.exit_code()),
+            ),
+        }
+    }
+}
+
+/// Ends `fut` early with [`Error::Interrupted`] when a stop is requested.
+async fn until_stopped<T>(
+    fut: impl Future<Output = Result<T, Error>>,
+    stop: &StopToken,
+) -> Result<T, Error> {
+    tokio::select! {
+        result = fut => result,
+        stop = stop.wait() => Err(Error::Interrupted(stop)),
+    }
+}
+
+fn listen_for_signals() -> Result<StopToken, Error> {
+    signals::listen().map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))
 }
 
 /// The URL for commands that migrate: `STARTGATE_DATABASE_URL`, else `DATABASE_URL`.
@@ -94,32 +729,24 @@ fn load_migrations(settings: &Settings) -> Result<Loaded, Error> {
     Ok(loaded)
 }
 
-/// Waits for the database (phase `waiting_for_database`), recording the outcome.
+/// Waits for the database (phase `waiting_for_database`).
 async fn connect<B: Backend>(
     settings: &Settings,
     url: &DatabaseUrl,
     progress: &Progress,
 ) -> Result<B, Error> {
     progress.enter(Phase::WaitingForDatabase);
-    match wait_for_database::<B>(url, &application_name(), settings.db_wait_timeout).await {
-        Ok(db) => {
-            let info = db.info();
-            progress.done(format!(
-                "connected to {}{}",
-                info.url,
-                info.server_version
-                    .as_deref()
-                    .map(|v| format!(" (server {v})"))
-                    .unwrap_or_default()
-            ));
-            Ok(db)
-        }
-        Err(e) => {
-            let error = Error::from(e);
-            progress.fail(error.to_string(), i32::from(error.exit_code()));
-            Err(error)
-        }
-    }
+    let db: B = wait_for_database(url, &application_name(), settings.db_wait_timeout).await?;
+    let info = db.info();
+    progress.done(format!(
+        "connected to {}{}",
+        info.url,
+        info.server_version
+            .as_deref()
+            .map(|v| format!(" (server {v})"))
+            .unwrap_or_default()
+    ));
+    Ok(db)
 }
 
 /// `application_name` for startgate's sessions: `startgate@HOST`, so `pg_stat_activity` says

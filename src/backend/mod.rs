@@ -14,9 +14,13 @@ pub mod postgres;
 use std::fmt;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::HistoryTable;
 use crate::dburl::DatabaseUrl;
-use crate::migrate::HistoryRow;
+use crate::migrate::plan::ResumeReason;
+use crate::migrate::{HistoryRow, Migration, Version};
+use crate::supervise::signals::{Stop, StopToken};
 
 /// Where and how to connect: the URL, and the `application_name` that names startgate and the
 /// host in `pg_stat_activity`, so an operator can tell which replica holds what.
@@ -109,6 +113,10 @@ pub enum BackendError {
 }
 
 /// A database engine behind the seam.
+///
+/// The session that connects is the one that takes the migration lock and applies the
+/// migrations (DESIGN.md "The migration lock"): if startgate dies while a statement runs, the
+/// lock stays held until the server has ended that statement.
 #[allow(async_fn_in_trait)] // Used on a single task through generics; no `Send` bound needed.
 pub trait Backend: Sized {
     /// One connection attempt, ending with a real query (`SELECT 1` after authentication): a
@@ -126,10 +134,273 @@ pub trait Backend: Sized {
         table: &HistoryTable,
     ) -> Result<Option<Vec<HistoryRow>>, BackendError>;
 
+    /// Readies this session for migrating (keepalives, dead-client detection) and opens what
+    /// the engine needs beside it to cancel a statement and see what blocks it.
+    async fn prepare_for_migrating(&mut self) -> Result<(), BackendError>;
+
+    /// One attempt to take the migration lock, without waiting.
+    async fn try_lock(&mut self, key: LockKey) -> Result<bool, BackendError>;
+
+    /// Who holds the migration lock, if anyone.
+    async fn lock_holder(&mut self, key: LockKey) -> Result<Option<LockHolder>, BackendError>;
+
+    /// Releases the migration lock held by this session.
+    async fn unlock(&mut self, key: LockKey) -> Result<(), BackendError>;
+
+    /// Ends another session (`unlock --force`): its transaction is rolled back and its locks
+    /// released. Returns whether the server did it.
+    async fn terminate(&mut self, pid: i64) -> Result<bool, BackendError>;
+
+    /// Creates the history table if it does not exist. Called only under the lock.
+    async fn ensure_history_table(&mut self, table: &HistoryTable) -> Result<(), BackendError>;
+
+    /// Applies one migration (or resumes one), with its history row, under the lock.
+    async fn apply(
+        &mut self,
+        job: &ApplyJob<'_>,
+        stop: &StopToken,
+    ) -> Result<Applied, ApplyFailure>;
+
+    /// Writes rows as they are given (`repair`, `baseline`), in one transaction. Called only
+    /// under the lock.
+    async fn write_history(
+        &mut self,
+        table: &HistoryTable,
+        rows: &[HistoryWrite],
+    ) -> Result<(), BackendError>;
+
+    /// Reads another migration tool's history, for `baseline --from`.
+    async fn read_foreign_history(
+        &mut self,
+        tool: ForeignTool,
+    ) -> Result<ForeignHistory, BackendError>;
+
     /// Closes the connection cleanly (a dropped connection is closed too, less politely).
     async fn close(self);
 }
 
+/// The migration lock's identity. Derived from the history table's name, so two apps that
+/// share a database but keep separate histories do not wait for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockKey(pub i64);
+
+impl LockKey {
+    pub fn for_table(table: &HistoryTable) -> LockKey {
+        let digest = Sha256::digest(format!("startgate:{}.{}", table.schema, table.table));
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        LockKey(i64::from_be_bytes(bytes))
+    }
+}
+
+/// The session that holds the migration lock, as the log and `unlock` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i64,
+    pub application_name: String,
+    /// Client address, or `local` for a Unix socket.
+    pub client: String,
+    /// When that session connected, RFC 3339 UTC.
+    pub connected_at: Option<String>,
+    pub state: Option<String>,
+    /// When its current (or last) query started.
+    pub query_start: Option<String>,
+    /// The start of that query.
+    pub query: Option<String>,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        let name = if self.application_name.is_empty() {
+            "no application_name"
+        } else {
+            &self.application_name
+        };
+        write!(f, " ({name}, client {}", self.client)?;
+        if let Some(at) = &self.connected_at {
+            write!(f, ", connected {at}")?;
+        }
+        if let Some(state) = &self.state {
+            write!(f, ", {state}")?;
+        }
+        if let (Some(start), Some(query)) = (&self.query_start, &self.query) {
+            write!(f, ", query started {start}: {}", one_line(query))?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// A session that blocked a migration statement, as sampled while the statement waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    pub pid: i64,
+    pub application_name: String,
+    pub query_start: Option<String>,
+    /// The first 100 characters of its query.
+    pub query: String,
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} (application_name {:?}",
+            self.pid, self.application_name
+        )?;
+        if let Some(start) = &self.query_start {
+            write!(f, ", query started {start}")?;
+        }
+        write!(f, ": {})", one_line(&self.query))
+    }
+}
+
+/// Newlines and runs of spaces folded, so a query fits on one log line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Everything the backend needs to apply one migration.
+#[derive(Debug, Clone)]
+pub struct ApplyJob<'a> {
+    pub migration: &'a Migration,
+    /// The first statement to run (0 unless resuming).
+    pub from_statement: u32,
+    /// Why a failed no-transaction migration is being resumed.
+    pub resume: Option<ResumeReason>,
+    /// The version text of the existing history row (a failed migration being resumed), so the
+    /// row is updated in place even when the file writes the version differently (`3`, `0003`).
+    pub existing_version: Option<String>,
+    pub history: &'a HistoryTable,
+    pub lock: LockKey,
+    /// `lock_timeout` for each statement (`0`: none).
+    pub lock_timeout: Duration,
+    /// `statement_timeout` for each statement (`0`: none).
+    pub statement_timeout: Duration,
+    /// Wall-clock limit for the whole migration, enforced by cancelling on the server.
+    pub timeout: Duration,
+    /// Host or pod name, for the history row.
+    pub applied_by: &'a str,
+}
+
+/// A migration that was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Statements run now (fewer than the file has when resuming).
+    pub statements_run: u32,
+    pub elapsed: Duration,
+    /// The recovery point recorded in the history row: server time and WAL position just
+    /// before the migration.
+    pub recovery_time: Option<String>,
+    pub recovery_lsn: Option<String>,
+}
+
+/// Why a migration did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// `lock_timeout` expired (SQLSTATE 55P03); retried with backoff.
+    LockTimeout,
+    /// The statement failed (syntax, constraint, `statement_timeout`…).
+    Statement,
+    /// The wall-clock limit passed; the statement was cancelled on the server.
+    TimedOut(Duration),
+    /// SIGTERM or SIGINT; the statement was cancelled on the server.
+    Interrupted(Stop),
+    /// This session no longer holds the migration lock: a transaction-mode pooler hands
+    /// statements to other server sessions.
+    LockLost,
+    /// The connection failed, or the history row could not be written.
+    Connection,
+}
+
+/// A migration that failed, with everything an operator needs to find the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyFailure {
+    pub kind: FailureKind,
+    /// 0-based index of the failing statement, when a statement failed.
+    pub statement: Option<u32>,
+    /// Line in the file where the failing statement starts.
+    pub line: Option<u32>,
+    /// Where within the file the server located the error (line, column), when it said.
+    pub position: Option<(u32, u32)>,
+    pub sqlstate: Option<String>,
+    /// The server's or driver's message, secrets masked.
+    pub message: String,
+    /// Sessions that blocked the statement, as sampled while it waited.
+    pub blockers: Vec<Blocker>,
+    /// Statements completed before the failure (what a non-transactional migration keeps).
+    pub statements_done: u32,
+}
+
+/// A row for [`Backend::write_history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryWrite {
+    /// The version text to store (or the existing row's text when updating).
+    pub version: String,
+    pub name: String,
+    pub checksum: String,
+    pub state: crate::migrate::RowState,
+    pub statements_done: u32,
+    pub applied_by: String,
+    pub repaired: bool,
+    /// Keep the recorded error (a repair keeps what happened for `status`).
+    pub error: Option<String>,
+    pub error_sqlstate: Option<String>,
+}
+
+/// Another migration tool whose history `baseline --from` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignTool {
+    Sqlx,
+    Dbmate,
+    Flyway,
+    GolangMigrate,
+}
+
+impl ForeignTool {
+    pub fn parse(text: &str) -> Option<ForeignTool> {
+        match text {
+            "sqlx" => Some(ForeignTool::Sqlx),
+            "dbmate" => Some(ForeignTool::Dbmate),
+            "flyway" => Some(ForeignTool::Flyway),
+            "golang-migrate" => Some(ForeignTool::GolangMigrate),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForeignTool::Sqlx => "sqlx",
+            ForeignTool::Dbmate => "dbmate",
+            ForeignTool::Flyway => "flyway",
+            ForeignTool::GolangMigrate => "golang-migrate",
+        }
+    }
+
+    /// The table the tool keeps its history in.
+    pub fn table(self) -> &'static str {
+        match self {
+            ForeignTool::Sqlx => "_sqlx_migrations",
+            ForeignTool::Dbmate | ForeignTool::GolangMigrate => "schema_migrations",
+            ForeignTool::Flyway => "flyway_schema_history",
+        }
+    }
+}
+
+/// What another tool's history says is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForeignHistory {
+    /// One entry per applied version (sqlx, dbmate, Flyway). `failed` lists versions the tool
+    /// recorded as failed. `baseline` is Flyway's baseline version: everything up to it counts
+    /// as applied.
+    Versions {
+        applied: Vec<Version>,
+        failed: Vec<String>,
+        baseline: Option<Version>,
+    },
+    /// golang-migrate's single row: the current version and whether it is dirty.
+    Current { version: Version, dirty: bool },
+}
 /// A history table name as operators read it: `public.startgate_migrations`.
 pub struct TableName<'a>(pub &'a HistoryTable);
 

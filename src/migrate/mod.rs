@@ -5,6 +5,7 @@
 //! history rows, the orchestration (`crate::run`) executes the plan. `status` prints the very plan
 //! that `init` executes.
 
+pub mod apply;
 pub mod plan;
 pub mod source;
 pub mod split;

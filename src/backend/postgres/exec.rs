@@ -1,0 +1,196 @@
+//! Running one migration statement on the applying session while a second, monitor session
+//! watches it: it samples `pg_blocking_pids` while the statement waits, and cancels the
+//! statement on the server (`pg_cancel_backend`) when the wall-clock limit passes or a signal
+//! arrives.
+//!
+//! The statement's future is always driven to completion after a cancel, so the applying
+//! session stays usable for the `ROLLBACK` and the unlock that follow. Should the server not
+//! answer the cancel, the monitor escalates to `pg_terminate_backend` (which also ends the
+//! session and releases its locks), and gives up waiting after a bound: no path waits for ever.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition};
+use tokio::time::{Instant, sleep_until};
+
+use super::{describe, sqlstate_of, utc};
+use crate::backend::Blocker;
+use crate::redact;
+use crate::supervise::signals::{Stop, StopToken};
+
+/// How long a statement runs before the monitor starts sampling what blocks it: fast
+/// statements never cost a monitor round trip.
+const SAMPLE_AFTER: Duration = Duration::from_millis(100);
+/// Pause between two samples.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// After a cancel, how long to wait for the statement to end before terminating the session.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+/// After a terminate, how long to wait before giving up on the session altogether.
+const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the monitor cancelled a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    Deadline,
+    Stop(Stop),
+}
+
+/// A statement that did not succeed.
+#[derive(Debug, Clone)]
+pub struct StatementError {
+    pub sqlstate: Option<String>,
+    /// The server's message with its detail and hint, secrets masked.
+    pub message: String,
+    /// The server's 1-based character position within the statement, when it gave one.
+    pub position: Option<usize>,
+    /// Set when the monitor cancelled the statement.
+    pub cancelled: Option<Cancelled>,
+    /// Sessions that blocked the statement, from the last sample that found any.
+    pub blockers: Vec<Blocker>,
+    /// The session is no longer usable (the server did not answer, or it was terminated).
+    pub session_lost: bool,
+}
+
+/// Runs `sql` on `conn` (whose server pid is `pid`) until it ends, watched by `monitor`.
+pub async fn run_watched(
+    conn: &mut PgConnection,
+    monitor: &mut PgConnection,
+    pid: i32,
+    sql: &str,
+    deadline: Instant,
+    stop: &StopToken,
+) -> Result<(), StatementError> {
+    let exec = sqlx::raw_sql(sql).execute(&mut *conn);
+    tokio::pin!(exec);
+    let started = Instant::now();
+    let mut next_sample = started + SAMPLE_AFTER;
+    let mut blockers: Vec<Blocker> = Vec::new();
+    let mut cancelled: Option<Cancelled> = None;
+    let mut cancel_sent: Option<Instant> = None;
+    let mut terminate_sent: Option<Instant> = None;
+    let far = started + Duration::from_secs(365 * 24 * 3600);
+
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut exec => {
+                return match result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(statement_error(&e, cancelled, blockers, terminate_sent.is_some())),
+                };
+            }
+            stop = stop.wait(), if cancelled.is_none() => {
+                cancelled = Some(Cancelled::Stop(stop));
+                cancel_sent = Some(Instant::now());
+                cancel(monitor, pid).await;
+            }
+            _ = sleep_until(deadline), if cancelled.is_none() => {
+                cancelled = Some(Cancelled::Deadline);
+                cancel_sent = Some(Instant::now());
+                cancel(monitor, pid).await;
+            }
+            _ = sleep_until(next_sample), if cancelled.is_none() => {
+                let sample = sample_blockers(monitor, pid).await;
+                if !sample.is_empty() {
+                    blockers = sample;
+                }
+                next_sample = Instant::now() + SAMPLE_EVERY;
+            }
+            _ = sleep_until(cancel_sent.map_or(far, |at| at + CANCEL_GRACE)), if terminate_sent.is_none() => {
+                tracing::warn!(pid, "the statement did not end after a cancel; terminating its session");
+                terminate_sent = Some(Instant::now());
+                terminate(monitor, pid).await;
+            }
+            _ = sleep_until(terminate_sent.map_or(far, |at| at + TERMINATE_GRACE)) => {
+                return Err(StatementError {
+                    sqlstate: None,
+                    message: "the server did not end the statement after a cancel and a terminate; giving up on the session".to_string(),
+                    position: None,
+                    cancelled,
+                    blockers,
+                    session_lost: true,
+                });
+            }
+        }
+    }
+}
+
+fn statement_error(
+    e: &sqlx::Error,
+    cancelled: Option<Cancelled>,
+    blockers: Vec<Blocker>,
+    terminated: bool,
+) -> StatementError {
+    let (message, position) = match e {
+        sqlx::Error::Database(db) => {
+            let pg = db.try_downcast_ref::<PgDatabaseError>();
+            let mut message = db.message().to_string();
+            if let Some(pg) = pg {
+                if let Some(detail) = pg.detail() {
+                    message.push_str(&format!(" (detail: {detail})"));
+                }
+                if let Some(hint) = pg.hint() {
+                    message.push_str(&format!(" (hint: {hint})"));
+                }
+            }
+            let position = pg.and_then(|pg| match pg.position() {
+                Some(PgErrorPosition::Original(at)) => Some(at),
+                _ => None,
+            });
+            (redact::mask(&message).into_owned(), position)
+        }
+        other => (describe(other), None),
+    };
+    StatementError {
+        sqlstate: sqlstate_of(e),
+        message,
+        position,
+        cancelled,
+        blockers,
+        session_lost: terminated || !matches!(e, sqlx::Error::Database(_)),
+    }
+}
+
+/// Asks the server to cancel the applying session's statement. A failure is logged: the
+/// escalation to terminate follows on its own.
+async fn cancel(monitor: &mut PgConnection, pid: i32) {
+    let sql = format!("SELECT pg_cancel_backend({pid})");
+    if let Err(e) = sqlx::raw_sql(&sql).execute(&mut *monitor).await {
+        tracing::warn!(pid, error = %describe(&e), "could not cancel the migration statement");
+    }
+}
+
+async fn terminate(monitor: &mut PgConnection, pid: i32) {
+    let sql = format!("SELECT pg_terminate_backend({pid})");
+    if let Err(e) = sqlx::raw_sql(&sql).execute(&mut *monitor).await {
+        tracing::warn!(pid, error = %describe(&e), "could not terminate the migration session");
+    }
+}
+
+/// The sessions that block `pid` right now. A failed sample is not worth failing a migration
+/// for; it returns nothing and the next sample tries again.
+async fn sample_blockers(monitor: &mut PgConnection, pid: i32) -> Vec<Blocker> {
+    let sql = format!(
+        "SELECT pid, coalesce(application_name, ''), {}, left(coalesce(query, ''), 100) \
+         FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids({pid})) ORDER BY pid",
+        utc("query_start")
+    );
+    match sqlx::raw_sql(&sql).fetch_all(&mut *monitor).await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|row| {
+                Some(Blocker {
+                    pid: i64::from(row.try_get::<i32, _>(0).ok()?),
+                    application_name: row.try_get(1).ok()?,
+                    query_start: row.try_get(2).ok()?,
+                    query: redact::mask(&row.try_get::<String, _>(3).ok()?).into_owned(),
+                })
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %describe(&e), "could not sample blocking sessions");
+            Vec::new()
+        }
+    }
+}

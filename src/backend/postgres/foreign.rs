@@ -1,0 +1,127 @@
+//! Other migration tools' history tables, read for `startgate baseline --from TOOL`, as each tool
+//! writes them (found through the session's `search_path`, as the tools find them):
+//!
+//! - sqlx: `_sqlx_migrations(version bigint, description, installed_on, success bool, checksum,
+//!   execution_time)`, one row per version; `success = false` is a failed migration.
+//! - dbmate: `schema_migrations(version varchar primary key)`, one row per version.
+//! - golang-migrate: `schema_migrations(version bigint, dirty bool)`, one row: the current version.
+//! - Flyway: `flyway_schema_history(installed_rank, version, description, type, script, checksum,
+//!   installed_by, installed_on, execution_time, success)`; rows without a version are repeatable
+//!   migrations, `DELETE` rows mark entries removed by `flyway repair`, and a `BASELINE` row means
+//!   every version up to it counts as applied.
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgRow};
+
+use super::{describe, sqlstate, sqlstate_of};
+use crate::backend::{BackendError, ForeignHistory, ForeignTool};
+use crate::migrate::Version;
+
+fn query_error(tool: ForeignTool, e: &sqlx::Error) -> BackendError {
+    if matches!(sqlstate_of(e).as_deref(), Some(sqlstate::UNDEFINED_TABLE)) {
+        return BackendError::Query {
+            what: format!("reading {}'s history", tool.as_str()),
+            message: format!(
+                "there is no {} table in this database (check --from, the database and search_path)",
+                tool.table()
+            ),
+        };
+    }
+    BackendError::Query {
+        what: format!("reading {}'s history table {}", tool.as_str(), tool.table()),
+        message: describe(e),
+    }
+}
+
+fn bad(tool: ForeignTool, problem: String) -> BackendError {
+    BackendError::BadHistory {
+        table: tool.table().to_string(),
+        problem,
+    }
+}
+
+fn version(tool: ForeignTool, text: &str) -> Result<Version, BackendError> {
+    Version::parse(text.trim()).ok_or_else(|| {
+        bad(
+            tool,
+            format!("version {text:?} is not digits with optional dots"),
+        )
+    })
+}
+
+fn text(row: &PgRow, i: usize, tool: ForeignTool) -> Result<Option<String>, BackendError> {
+    row.try_get::<Option<String>, _>(i)
+        .map_err(|e| bad(tool, describe(&e)))
+}
+
+pub async fn read(
+    conn: &mut PgConnection,
+    tool: ForeignTool,
+) -> Result<ForeignHistory, BackendError> {
+    // Everything is read as text, so that a tool's column types (bigint, varchar) do not matter.
+    let sql = match tool {
+        ForeignTool::Sqlx => {
+            "SELECT version::text, success::text, NULL::text FROM _sqlx_migrations ORDER BY version"
+        }
+        ForeignTool::Dbmate => {
+            "SELECT version::text, 'true', NULL::text FROM schema_migrations ORDER BY version"
+        }
+        ForeignTool::GolangMigrate => {
+            "SELECT version::text, dirty::text, NULL::text FROM schema_migrations"
+        }
+        ForeignTool::Flyway => {
+            "SELECT version::text, success::text, type::text FROM flyway_schema_history \
+             WHERE version IS NOT NULL ORDER BY installed_rank"
+        }
+    };
+    let rows = sqlx::raw_sql(sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| query_error(tool, &e))?;
+
+    if tool == ForeignTool::GolangMigrate {
+        let [row] = rows.as_slice() else {
+            return Err(bad(
+                tool,
+                format!(
+                    "expected golang-migrate's single row, found {} rows (is this dbmate's table? use --from dbmate)",
+                    rows.len()
+                ),
+            ));
+        };
+        let current = text(row, 0, tool)?.unwrap_or_default();
+        let dirty = text(row, 1, tool)?.as_deref() == Some("true");
+        return Ok(ForeignHistory::Current {
+            version: version(tool, &current)?,
+            dirty,
+        });
+    }
+
+    let mut applied = Vec::new();
+    let mut failed = Vec::new();
+    let mut baseline = None;
+    for row in &rows {
+        let v = text(row, 0, tool)?.unwrap_or_default();
+        let success = text(row, 1, tool)?.as_deref() == Some("true");
+        let kind = text(row, 2, tool)?.unwrap_or_default();
+        match (tool, kind.as_str()) {
+            // A row removed by `flyway repair`: not applied.
+            (ForeignTool::Flyway, "DELETE") => continue,
+            (ForeignTool::Flyway, "BASELINE") => {
+                baseline = Some(version(tool, &v)?);
+                continue;
+            }
+            _ => {}
+        }
+        if success {
+            applied.push(version(tool, &v)?);
+        } else {
+            failed.push(v);
+        }
+    }
+    Ok(ForeignHistory::Versions {
+        applied,
+        failed,
+        baseline,
+    })
+}

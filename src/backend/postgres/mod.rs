@@ -1,0 +1,1092 @@
+//! The PostgreSQL backend: one `PgConnection` (no pool: startgate needs exactly the sessions it
+//! names, and a pool would hide which backend holds the advisory lock).
+//!
+//! Queries use the simple query protocol (`raw_sql`): one round trip each, no prepared
+//! statements left on the server, and the same protocol psql uses to run migration files.
+//! The history table name comes from settings and is always quoted as an identifier
+//! ([`quote_ident`]); it is never pasted into SQL raw. Values written into the history go
+//! through [`quote_literal`].
+//!
+//! Submodules: [`exec`] runs a statement watched by the monitor session, [`index`] resumes a
+//! failed `CREATE INDEX CONCURRENTLY`, [`foreign`] reads other tools' histories.
+
+mod exec;
+mod foreign;
+mod index;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{Connection, Row};
+use tokio::time::Instant;
+
+use super::{
+    Applied, ApplyFailure, ApplyJob, Backend, BackendError, ConnectFailure, ConnectFailureKind,
+    ConnectTarget, DatabaseInfo, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
+    LockHolder, LockKey, TableName,
+};
+use crate::config::HistoryTable;
+use crate::migrate::plan::ResumeReason;
+use crate::migrate::{HistoryRow, RowState, Statement, Version};
+use crate::redact;
+use crate::supervise::signals::StopToken;
+use exec::{Cancelled, StatementError};
+
+/// SQLSTATEs we act on. <https://www.postgresql.org/docs/current/errcodes-appendix.html>
+mod sqlstate {
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const QUERY_CANCELED: &str = "57014";
+}
+
+/// A PostgreSQL session of startgate's: the applying session (which holds the migration lock)
+/// and, once migrating, a monitor session beside it.
+pub struct Postgres {
+    conn: PgConnection,
+    info: DatabaseInfo,
+    /// The applying session's server process id, for cancelling its statement and sampling
+    /// what blocks it.
+    pid: i32,
+    /// `server_version_num`, to choose the session settings this server knows.
+    version_num: i32,
+    /// Kept to open the monitor session with the same URL.
+    target: ConnectTarget,
+    /// Opened by `prepare_for_migrating`; cancels and samples for the applying session.
+    monitor: Option<PgConnection>,
+}
+
+/// Quotes an identifier for PostgreSQL: `"` around it, inner `"` doubled.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The history table as a quoted, schema-qualified name.
+pub fn quoted_table(table: &HistoryTable) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&table.table)
+    )
+}
+
+/// The history table's definition (DESIGN.md "Migration files"). `init` creates it, only
+/// under the migration lock; tests use it to set up histories.
+pub fn history_table_ddl(table: &HistoryTable) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+    version text PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    state text NOT NULL CHECK (state IN ('running', 'failed', 'applied')),
+    statements_done integer NOT NULL DEFAULT 0,
+    applied_at timestamptz,
+    execution_ms bigint,
+    applied_by text,
+    startgate_version text,
+    recovery_time timestamptz,
+    recovery_lsn pg_lsn,
+    error_sqlstate text,
+    error text,
+    repaired boolean NOT NULL DEFAULT false
+)",
+        quoted_table(table)
+    )
+}
+
+fn classify(error: &sqlx::Error) -> ConnectFailureKind {
+    match error {
+        sqlx::Error::Io(io) => {
+            let text = io.to_string();
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                ConnectFailureKind::Refused
+            } else if text.contains("lookup address") || text.contains("Name or service not known")
+            {
+                ConnectFailureKind::Dns
+            } else if io.kind() == std::io::ErrorKind::TimedOut {
+                ConnectFailureKind::Timeout
+            } else {
+                ConnectFailureKind::Other
+            }
+        }
+        sqlx::Error::Tls(_) => ConnectFailureKind::Tls,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(sqlstate::INVALID_PASSWORD | sqlstate::INVALID_AUTHORIZATION) => {
+                ConnectFailureKind::Authentication
+            }
+            Some(sqlstate::INVALID_CATALOG_NAME) => ConnectFailureKind::DatabaseMissing,
+            Some(sqlstate::CANNOT_CONNECT_NOW | sqlstate::ADMIN_SHUTDOWN) => {
+                ConnectFailureKind::NotReady
+            }
+            Some(sqlstate::TOO_MANY_CONNECTIONS) => ConnectFailureKind::TooManyConnections,
+            _ => ConnectFailureKind::Other,
+        },
+        _ => ConnectFailureKind::Other,
+    }
+}
+
+/// The driver's words for an error, with its SQLSTATE when the server sent one, and every
+/// secret masked.
+fn describe(error: &sqlx::Error) -> String {
+    let text = match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    };
+    redact::mask(&text).into_owned()
+}
+
+/// `host:port` (or the socket directory) as the URL names it, for messages.
+fn address(url: &crate::dburl::DatabaseUrl) -> String {
+    let host = url.host().unwrap_or_else(|| "localhost".to_string());
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => format!("{host}:5432"),
+    }
+}
+
+fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+impl Backend for Postgres {
+    async fn connect(target: &ConnectTarget) -> Result<Self, ConnectFailure> {
+        let options = PgConnectOptions::from_str(target.url.expose())
+            .map_err(|e| ConnectFailure {
+                kind: ConnectFailureKind::Other,
+                detail: format!("bad connection URL {}: {}", target.url, describe(&e)),
+            })?
+            .application_name(&target.application_name);
+        let attempt = async {
+            let mut conn = PgConnection::connect_with(&options).await?;
+            // A real query, not just an open port: see `Backend::connect`.
+            let row: PgRow = sqlx::raw_sql(
+                "SELECT current_setting('server_version'), \
+                 current_setting('server_version_num')::int, pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            let version: String = row.try_get(0)?;
+            let version_num: i32 = row.try_get(1)?;
+            let pid: i32 = row.try_get(2)?;
+            Ok::<_, sqlx::Error>((conn, version, version_num, pid))
+        };
+        let (conn, server_version, version_num, pid) =
+            match tokio::time::timeout(target.attempt_timeout, attempt).await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(e)) => {
+                    let kind = classify(&e);
+                    let detail = match (&e, kind) {
+                        // The kind says what happened; say where.
+                        (
+                            sqlx::Error::Io(_),
+                            ConnectFailureKind::Refused | ConnectFailureKind::Dns,
+                        ) => address(&target.url),
+                        (sqlx::Error::Io(io), _) => format!("{}: {io}", address(&target.url)),
+                        _ => describe(&e),
+                    };
+                    return Err(ConnectFailure { kind, detail });
+                }
+                Err(_) => {
+                    return Err(ConnectFailure {
+                        kind: ConnectFailureKind::Timeout,
+                        detail: format!(
+                            "no answer within {}",
+                            crate::duration::HumanDuration(target.attempt_timeout)
+                        ),
+                    });
+                }
+            };
+        let info = DatabaseInfo {
+            backend: "postgres",
+            host: target.url.host(),
+            port: target.url.port(),
+            name: target.url.database(),
+            url: target.url.redacted(),
+            server_version: Some(
+                server_version
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        };
+        Ok(Postgres {
+            conn,
+            info,
+            pid,
+            version_num,
+            target: target.clone(),
+            monitor: None,
+        })
+    }
+
+    fn info(&self) -> &DatabaseInfo {
+        &self.info
+    }
+
+    async fn read_history(
+        &mut self,
+        table: &HistoryTable,
+    ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
+        // One round trip: a missing table (or schema) is the error we expect before the first
+        // `init`, and means that nothing is applied.
+        let sql = format!(
+            "SELECT version, name, checksum, state, statements_done, {}, \
+             execution_ms, applied_by, error_sqlstate, error, repaired FROM {}",
+            utc("applied_at"),
+            quoted_table(table)
+        );
+        let rows = match sqlx::raw_sql(&sql).fetch_all(&mut self.conn).await {
+            Ok(rows) => rows,
+            Err(e)
+                if matches!(
+                    sqlstate_of(&e).as_deref(),
+                    Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(BackendError::Query {
+                    what: format!("reading the history table {}", TableName(table)),
+                    message: describe(&e),
+                });
+            }
+        };
+        rows.iter()
+            .map(|row| decode_row(row, table))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn prepare_for_migrating(&mut self) -> Result<(), BackendError> {
+        // Notice a vanished client within seconds, not hours: a killed pod's statement must
+        // not run on (and hold the migration lock) for the kernel's default two hours of TCP
+        // keepalive. Each setting exists from the version named.
+        let mut sets = vec![
+            "SET tcp_keepalives_idle = 10",
+            "SET tcp_keepalives_interval = 5",
+            "SET tcp_keepalives_count = 3",
+        ];
+        if self.version_num >= 120_000 {
+            sets.push("SET tcp_user_timeout = 30000");
+        }
+        if self.version_num >= 140_000 {
+            sets.push("SET client_connection_check_interval = '5s'");
+        }
+        let sql = sets.join("; ");
+        sqlx::raw_sql(&sql)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| query_error("preparing the migration session", &e))?;
+        if self.monitor.is_none() {
+            let options = PgConnectOptions::from_str(self.target.url.expose())
+                .map_err(|e| query_error("opening the monitor session", &e))?
+                .application_name(&monitor_name(&self.target.application_name));
+            let monitor = tokio::time::timeout(
+                self.target.attempt_timeout,
+                PgConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| BackendError::Query {
+                what: "opening the monitor session".to_string(),
+                message: "timed out".to_string(),
+            })?
+            .map_err(|e| query_error("opening the monitor session", &e))?;
+            self.monitor = Some(monitor);
+        }
+        Ok(())
+    }
+
+    async fn try_lock(&mut self, key: LockKey) -> Result<bool, BackendError> {
+        let sql = format!("SELECT pg_try_advisory_lock({})", key.0);
+        let row = sqlx::raw_sql(&sql)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| query_error("taking the migration lock", &e))?;
+        row.try_get::<bool, _>(0)
+            .map_err(|e| query_error("taking the migration lock", &e))
+    }
+
+    async fn lock_holder(&mut self, key: LockKey) -> Result<Option<LockHolder>, BackendError> {
+        let (hi, lo) = key_parts(key);
+        let sql = format!(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), \
+             {}, a.state, {}, left(a.query, 200) \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
+             AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            utc("a.backend_start"),
+            utc("a.query_start"),
+        );
+        let what = "looking up the migration lock's holder";
+        let rows = sqlx::raw_sql(&sql)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| query_error(what, &e))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let get = |e: sqlx::Error| query_error(what, &e);
+        Ok(Some(LockHolder {
+            pid: i64::from(row.try_get::<i32, _>(0).map_err(get)?),
+            application_name: row.try_get(1).map_err(get)?,
+            client: row.try_get(2).map_err(get)?,
+            connected_at: row.try_get(3).map_err(get)?,
+            state: row.try_get(4).map_err(get)?,
+            query_start: row.try_get(5).map_err(get)?,
+            query: row
+                .try_get::<Option<String>, _>(6)
+                .map_err(get)?
+                .map(|q| redact::mask(&q).into_owned()),
+        }))
+    }
+
+    async fn unlock(&mut self, key: LockKey) -> Result<(), BackendError> {
+        let sql = format!("SELECT pg_advisory_unlock({})", key.0);
+        let row = sqlx::raw_sql(&sql)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| query_error("releasing the migration lock", &e))?;
+        if !row.try_get::<bool, _>(0).unwrap_or(false) {
+            tracing::warn!("the migration lock was not held by this session when releasing it");
+        }
+        Ok(())
+    }
+
+    async fn terminate(&mut self, pid: i64) -> Result<bool, BackendError> {
+        let sql = format!("SELECT pg_terminate_backend({pid})");
+        let what = format!("terminating session {pid}");
+        let row = sqlx::raw_sql(&sql)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| query_error(&what, &e))?;
+        row.try_get::<bool, _>(0)
+            .map_err(|e| query_error(&what, &e))
+    }
+
+    async fn ensure_history_table(&mut self, table: &HistoryTable) -> Result<(), BackendError> {
+        let what = format!("creating the history table {}", TableName(table));
+        let schema_missing = format!(
+            "SELECT to_regnamespace({}) IS NULL",
+            quote_literal(&quote_ident(&table.schema))
+        );
+        let row = sqlx::raw_sql(&schema_missing)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| query_error(&what, &e))?;
+        let mut sql = String::new();
+        if row
+            .try_get::<bool, _>(0)
+            .map_err(|e| query_error(&what, &e))?
+        {
+            sql.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; ",
+                quote_ident(&table.schema)
+            ));
+        }
+        sql.push_str(&history_table_ddl(table));
+        sqlx::raw_sql(&sql)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| query_error(&what, &e))?;
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        job: &ApplyJob<'_>,
+        stop: &StopToken,
+    ) -> Result<Applied, ApplyFailure> {
+        if job.migration.options.no_transaction {
+            self.apply_statement_by_statement(job, stop).await
+        } else {
+            self.apply_in_transaction(job, stop).await
+        }
+    }
+
+    async fn write_history(
+        &mut self,
+        table: &HistoryTable,
+        rows: &[HistoryWrite],
+    ) -> Result<(), BackendError> {
+        let what = format!("writing the history table {}", TableName(table));
+        let mut sql = String::from("BEGIN; ");
+        for w in rows {
+            sql.push_str(&upsert_sql(
+                table,
+                &RowValues {
+                    version: &w.version,
+                    name: &w.name,
+                    checksum: &w.checksum,
+                    state: w.state,
+                    statements_done: w.statements_done,
+                    execution_ms: None,
+                    applied_by: &w.applied_by,
+                    recovery: (None, None),
+                    error_sqlstate: w.error_sqlstate.as_deref(),
+                    error: w.error.as_deref(),
+                    repaired: w.repaired,
+                },
+            ));
+            sql.push_str("; ");
+        }
+        sql.push_str("COMMIT");
+        if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
+            self.rollback_quietly().await;
+            return Err(query_error(&what, &e));
+        }
+        Ok(())
+    }
+
+    async fn read_foreign_history(
+        &mut self,
+        tool: ForeignTool,
+    ) -> Result<ForeignHistory, BackendError> {
+        foreign::read(&mut self.conn, tool).await
+    }
+
+    async fn close(self) {
+        // Closing is a courtesy to the server; a failure here changes nothing for the caller.
+        if let Some(monitor) = self.monitor {
+            let _ = monitor.close().await;
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
+/// The values of one history row, for [`upsert_sql`].
+struct RowValues<'a> {
+    version: &'a str,
+    name: &'a str,
+    checksum: &'a str,
+    state: RowState,
+    statements_done: u32,
+    /// Set for an applied row: `applied_at` becomes the commit's `now()`.
+    execution_ms: Option<i64>,
+    applied_by: &'a str,
+    /// Server time and WAL position just before the migration.
+    recovery: (Option<&'a str>, Option<&'a str>),
+    error_sqlstate: Option<&'a str>,
+    error: Option<&'a str>,
+    repaired: bool,
+}
+
+/// What stays the same in every write of one no-transaction migration's row.
+struct RowBase<'a> {
+    version: &'a str,
+    name: &'a str,
+    checksum: &'a str,
+    applied_by: &'a str,
+    recovery: (Option<&'a str>, Option<&'a str>),
+    started: Instant,
+}
+
+impl<'a> RowBase<'a> {
+    fn values<'b>(
+        &self,
+        state: RowState,
+        done: u32,
+        failure: Option<(&'b str, &'b str)>,
+    ) -> RowValues<'b>
+    where
+        'a: 'b,
+    {
+        RowValues {
+            version: self.version,
+            name: self.name,
+            checksum: self.checksum,
+            state,
+            statements_done: done,
+            execution_ms: (state == RowState::Applied)
+                .then(|| self.started.elapsed().as_millis() as i64),
+            applied_by: self.applied_by,
+            recovery: self.recovery,
+            error_sqlstate: failure.map(|f| f.0),
+            error: failure.map(|f| f.1),
+            repaired: false,
+        }
+    }
+}
+
+/// `INSERT … ON CONFLICT (version) DO UPDATE` for one history row, every value quoted.
+fn upsert_sql(table: &HistoryTable, v: &RowValues<'_>) -> String {
+    let opt = |value: Option<&str>| value.map_or_else(|| "NULL".to_string(), quote_literal);
+    let applied = v.state == RowState::Applied;
+    format!(
+        "INSERT INTO {table} (version, name, checksum, state, statements_done, applied_at, execution_ms, \
+         applied_by, startgate_version, recovery_time, recovery_lsn, error_sqlstate, error, repaired) \
+         VALUES ({version}, {name}, {checksum}, {state}, {done}, {applied_at}, {ms}, {by}, {sg}, \
+         {rt}::timestamptz, {lsn}::pg_lsn, {code}, {error}, {repaired}) \
+         ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, \
+         state = EXCLUDED.state, statements_done = EXCLUDED.statements_done, applied_at = EXCLUDED.applied_at, \
+         execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by, \
+         startgate_version = EXCLUDED.startgate_version, \
+         recovery_time = coalesce(EXCLUDED.recovery_time, {table}.recovery_time), \
+         recovery_lsn = coalesce(EXCLUDED.recovery_lsn, {table}.recovery_lsn), \
+         error_sqlstate = EXCLUDED.error_sqlstate, error = EXCLUDED.error, repaired = EXCLUDED.repaired",
+        table = quoted_table(table),
+        version = quote_literal(v.version),
+        name = quote_literal(v.name),
+        checksum = quote_literal(v.checksum),
+        state = quote_literal(v.state.as_str()),
+        done = v.statements_done,
+        applied_at = if applied { "now()" } else { "NULL" },
+        ms = v
+            .execution_ms
+            .map_or_else(|| "NULL".to_string(), |ms| ms.to_string()),
+        by = quote_literal(v.applied_by),
+        sg = quote_literal(env!("CARGO_PKG_VERSION")),
+        rt = opt(v.recovery.0),
+        lsn = opt(v.recovery.1),
+        code = opt(v.error_sqlstate),
+        error = opt(v.error),
+        repaired = v.repaired,
+    )
+}
+
+/// `SELECT` list that checks in `pg_locks` that this very session still holds the migration
+/// lock, and records the recovery point (server time and WAL position, `NULL` on a standby).
+fn head_select(key: LockKey) -> String {
+    let (hi, lo) = key_parts(key);
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
+         AND granted AND classid = {hi} AND objid = {lo} AND objsubid = 1), {}, \
+         CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END",
+        utc("now()")
+    )
+}
+
+/// How `pg_locks` shows a one-`bigint` advisory lock: the high half in `classid`, the low half
+/// in `objid`, `objsubid` 1.
+fn key_parts(key: LockKey) -> (u32, u32) {
+    let bits = key.0 as u64;
+    ((bits >> 32) as u32, bits as u32)
+}
+
+/// A duration as PostgreSQL's timeout settings take it: milliseconds, `0` for none, capped at
+/// the largest value the server accepts.
+fn millis(d: Duration) -> u128 {
+    d.as_millis().min(i32::MAX as u128)
+}
+
+/// Where within the file a server error position (1-based characters within the statement)
+/// points: (line, column).
+fn locate(statement: &Statement, position: usize) -> (u32, u32) {
+    let mut line = statement.line;
+    let mut column = 1u32;
+    for c in statement.sql.chars().take(position.saturating_sub(1)) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+/// What to do before resuming at a `CREATE INDEX CONCURRENTLY`.
+enum IndexResume {
+    /// Run the statement.
+    Run,
+    /// The index exists and is valid: the build finished before it could be recorded.
+    AlreadyBuilt,
+}
+
+impl Postgres {
+    async fn rollback_quietly(&mut self) {
+        if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await {
+            tracing::debug!(error = %describe(&e), "rollback failed (the session may be gone)");
+        }
+    }
+
+    /// Runs one statement watched by the monitor session.
+    async fn run(
+        &mut self,
+        sql: &str,
+        deadline: Instant,
+        stop: &StopToken,
+    ) -> Result<(), StatementError> {
+        let Some(monitor) = self.monitor.as_mut() else {
+            return Err(StatementError {
+                sqlstate: None,
+                message:
+                    "internal error: no monitor session (prepare_for_migrating was not called)"
+                        .to_string(),
+                position: None,
+                cancelled: None,
+                blockers: Vec::new(),
+                session_lost: false,
+            });
+        };
+        exec::run_watched(&mut self.conn, monitor, self.pid, sql, deadline, stop).await
+    }
+
+    async fn apply_in_transaction(
+        &mut self,
+        job: &ApplyJob<'_>,
+        stop: &StopToken,
+    ) -> Result<Applied, ApplyFailure> {
+        let started = Instant::now();
+        let deadline = started + job.timeout;
+        let m = job.migration;
+        let head = format!(
+            "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {}",
+            millis(job.lock_timeout),
+            millis(job.statement_timeout),
+            head_select(job.lock)
+        );
+        let (held, recovery_time, recovery_lsn) = match self.head(&head).await {
+            Ok(head) => head,
+            Err(e) => {
+                self.rollback_quietly().await;
+                return Err(connection_failure(&e, 0));
+            }
+        };
+        if !held {
+            self.rollback_quietly().await;
+            return Err(lock_lost(0));
+        }
+        for (i, statement) in m.statements.iter().enumerate() {
+            if let Some(stop) = stop.stopped() {
+                self.rollback_quietly().await;
+                return Err(interrupted_between(stop, i as u32, statement, 0));
+            }
+            if let Err(e) = self.run(&statement.sql, deadline, stop).await {
+                if !e.session_lost {
+                    self.rollback_quietly().await;
+                }
+                return Err(statement_failure(e, i as u32, statement, job, 0));
+            }
+        }
+        let elapsed = started.elapsed();
+        let tail = format!(
+            "{}; COMMIT",
+            upsert_sql(
+                job.history,
+                &RowValues {
+                    version: job
+                        .existing_version
+                        .as_deref()
+                        .unwrap_or(m.version.as_str()),
+                    name: &m.name,
+                    checksum: &m.checksum,
+                    state: RowState::Applied,
+                    statements_done: m.statements.len() as u32,
+                    execution_ms: Some(elapsed.as_millis() as i64),
+                    applied_by: job.applied_by,
+                    recovery: (recovery_time.as_deref(), recovery_lsn.as_deref()),
+                    error_sqlstate: None,
+                    error: None,
+                    repaired: false,
+                },
+            )
+        );
+        if let Err(e) = sqlx::raw_sql(&tail).execute(&mut self.conn).await {
+            self.rollback_quietly().await;
+            return Err(connection_failure(&e, 0));
+        }
+        Ok(Applied {
+            statements_run: m.statements.len() as u32,
+            elapsed,
+            recovery_time,
+            recovery_lsn,
+        })
+    }
+
+    /// Runs a head query and returns (lock still held, recovery time, recovery LSN).
+    async fn head(
+        &mut self,
+        sql: &str,
+    ) -> Result<(bool, Option<String>, Option<String>), sqlx::Error> {
+        let rows = sqlx::raw_sql(sql).fetch_all(&mut self.conn).await?;
+        let Some(row) = rows.last() else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    }
+
+    /// A `no-transaction` migration: session-level timeouts, a `running` history row updated
+    /// after every statement, `applied` at the end, `failed` with the statement and the error
+    /// when one fails (DESIGN.md "Migration files").
+    async fn apply_statement_by_statement(
+        &mut self,
+        job: &ApplyJob<'_>,
+        stop: &StopToken,
+    ) -> Result<Applied, ApplyFailure> {
+        let started = Instant::now();
+        let deadline = started + job.timeout;
+        let m = job.migration;
+        let version = job
+            .existing_version
+            .as_deref()
+            .unwrap_or(m.version.as_str());
+        let total = m.statements.len() as u32;
+        let mut done = job.from_statement.min(total);
+        let head = format!(
+            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'; {}",
+            millis(job.lock_timeout),
+            millis(job.statement_timeout),
+            head_select(job.lock)
+        );
+        let (held, recovery_time, recovery_lsn) = match self.head(&head).await {
+            Ok(head) => head,
+            Err(e) => {
+                self.reset_timeouts().await;
+                return Err(connection_failure(&e, done));
+            }
+        };
+        if !held {
+            self.reset_timeouts().await;
+            return Err(lock_lost(done));
+        }
+        let base = RowBase {
+            version,
+            name: &m.name,
+            checksum: &m.checksum,
+            applied_by: job.applied_by,
+            recovery: (recovery_time.as_deref(), recovery_lsn.as_deref()),
+            started,
+        };
+        let running = upsert_sql(job.history, &base.values(RowState::Running, done, None));
+        if let Err(e) = sqlx::raw_sql(&running).execute(&mut self.conn).await {
+            self.reset_timeouts().await;
+            return Err(connection_failure(&e, done));
+        }
+
+        if job.resume == Some(ResumeReason::ConcurrentIndex)
+            && let Some(statement) = m.statements.get(done as usize)
+        {
+            match self.prepare_index_resume(statement, deadline, stop).await {
+                Ok(IndexResume::Run) => {}
+                Ok(IndexResume::AlreadyBuilt) => {
+                    done += 1;
+                    self.progress(job.history, version, done).await;
+                }
+                Err(e) => {
+                    return Err(self.fail_statement(job, &base, e, done, statement).await);
+                }
+            }
+        }
+
+        while let Some(statement) = m.statements.get(done as usize) {
+            if let Some(stop) = stop.stopped() {
+                let failure = interrupted_between(stop, done, statement, done);
+                let error = StatementError {
+                    sqlstate: Some(sqlstate::QUERY_CANCELED.to_string()),
+                    message: failure.message.clone(),
+                    position: None,
+                    cancelled: Some(Cancelled::Stop(stop)),
+                    blockers: Vec::new(),
+                    session_lost: false,
+                };
+                return Err(self
+                    .fail_statement(job, &base, error, done, statement)
+                    .await);
+            }
+            if let Err(e) = self.run(&statement.sql, deadline, stop).await {
+                return Err(self.fail_statement(job, &base, e, done, statement).await);
+            }
+            done += 1;
+            if done < total {
+                self.progress(job.history, version, done).await;
+            }
+        }
+
+        let applied = format!(
+            "{}; RESET lock_timeout; RESET statement_timeout",
+            upsert_sql(job.history, &base.values(RowState::Applied, total, None))
+        );
+        if let Err(e) = sqlx::raw_sql(&applied).execute(&mut self.conn).await {
+            self.reset_timeouts().await;
+            return Err(connection_failure(&e, done));
+        }
+        Ok(Applied {
+            statements_run: total - job.from_statement.min(total),
+            elapsed: started.elapsed(),
+            recovery_time,
+            recovery_lsn,
+        })
+    }
+
+    /// Records a completed statement. A failure to record it is logged, not fatal: the
+    /// statement did take effect, and a later run finds the row `running` and refuses to guess.
+    async fn progress(&mut self, table: &HistoryTable, version: &str, done: u32) {
+        let sql = format!(
+            "UPDATE {} SET statements_done = {done} WHERE version = {}",
+            quoted_table(table),
+            quote_literal(version)
+        );
+        if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
+            tracing::warn!(error = %describe(&e), version, done, "could not record migration progress");
+        }
+    }
+
+    /// Marks the row `failed` with the statement and the error (when the session still works),
+    /// resets the session's timeouts, and builds the failure.
+    async fn fail_statement(
+        &mut self,
+        job: &ApplyJob<'_>,
+        base: &RowBase<'_>,
+        error: StatementError,
+        done: u32,
+        statement: &Statement,
+    ) -> ApplyFailure {
+        if !error.session_lost {
+            let code = error.sqlstate.clone().unwrap_or_default();
+            let sql = upsert_sql(
+                job.history,
+                &base.values(RowState::Failed, done, Some((&code, &error.message))),
+            );
+            if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
+                tracing::warn!(error = %describe(&e), "could not record the failure in the history");
+            }
+            self.reset_timeouts().await;
+        }
+        statement_failure(error, done, statement, job, done)
+    }
+
+    async fn reset_timeouts(&mut self) {
+        if let Err(e) = sqlx::raw_sql("RESET lock_timeout; RESET statement_timeout")
+            .execute(&mut self.conn)
+            .await
+        {
+            tracing::debug!(error = %describe(&e), "could not reset the session timeouts");
+        }
+    }
+
+    /// Before re-running a `CREATE INDEX CONCURRENTLY`: drop the INVALID index its failed run
+    /// left, or notice that the index was built after all.
+    async fn prepare_index_resume(
+        &mut self,
+        statement: &Statement,
+        deadline: Instant,
+        stop: &StopToken,
+    ) -> Result<IndexResume, StatementError> {
+        let Some(index) = index::parse(&statement.sql) else {
+            return Ok(IndexResume::Run);
+        };
+        let lookup_error = |e: sqlx::Error| StatementError {
+            sqlstate: sqlstate_of(&e),
+            message: describe(&e),
+            position: None,
+            cancelled: None,
+            blockers: Vec::new(),
+            session_lost: !matches!(e, sqlx::Error::Database(_)),
+        };
+        let invalid: Vec<String> = match index.qualified_index() {
+            Some(name) => {
+                let sql = format!(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass({})",
+                    quote_literal(&name)
+                );
+                let rows = sqlx::raw_sql(&sql)
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .map_err(lookup_error)?;
+                match rows.first().map(|r| r.try_get::<bool, _>(0)) {
+                    None => return Ok(IndexResume::Run),
+                    Some(Ok(true)) => {
+                        tracing::info!(index = %name, "the index was built before the failure was recorded; counting the statement as done");
+                        return Ok(IndexResume::AlreadyBuilt);
+                    }
+                    Some(Ok(false)) => vec![name],
+                    Some(Err(e)) => return Err(lookup_error(e)),
+                }
+            }
+            None => {
+                let sql = format!(
+                    "SELECT indexrelid::regclass::text FROM pg_index \
+                     WHERE indrelid = to_regclass({}) AND NOT indisvalid",
+                    quote_literal(&index.qualified_table())
+                );
+                let rows = sqlx::raw_sql(&sql)
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .map_err(lookup_error)?;
+                rows.iter()
+                    .filter_map(|r| r.try_get::<String, _>(0).ok())
+                    .collect()
+            }
+        };
+        for name in invalid {
+            tracing::warn!(index = %name, "dropping the INVALID index left by a failed CREATE INDEX CONCURRENTLY before building it again");
+            self.run(
+                &format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
+                deadline,
+                stop,
+            )
+            .await?;
+        }
+        Ok(IndexResume::Run)
+    }
+}
+
+/// The monitor session's `application_name`: `startgate-monitor@HOST`.
+fn monitor_name(application_name: &str) -> String {
+    let mut name = application_name.replacen("startgate@", "startgate-monitor@", 1);
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+fn query_error(what: &str, e: &sqlx::Error) -> BackendError {
+    BackendError::Query {
+        what: what.to_string(),
+        message: describe(e),
+    }
+}
+
+fn connection_failure(e: &sqlx::Error, done: u32) -> ApplyFailure {
+    ApplyFailure {
+        kind: FailureKind::Connection,
+        statement: None,
+        line: None,
+        position: None,
+        sqlstate: sqlstate_of(e),
+        message: describe(e),
+        blockers: Vec::new(),
+        statements_done: done,
+    }
+}
+
+fn lock_lost(done: u32) -> ApplyFailure {
+    ApplyFailure {
+        kind: FailureKind::LockLost,
+        statement: None,
+        line: None,
+        position: None,
+        sqlstate: None,
+        message: "this session no longer holds the migration lock".to_string(),
+        blockers: Vec::new(),
+        statements_done: done,
+    }
+}
+
+fn interrupted_between(
+    stop: crate::supervise::signals::Stop,
+    index: u32,
+    statement: &Statement,
+    done: u32,
+) -> ApplyFailure {
+    ApplyFailure {
+        kind: FailureKind::Interrupted(stop),
+        statement: Some(index),
+        line: Some(statement.line),
+        position: None,
+        sqlstate: None,
+        message: format!("stopped by {} before this statement", stop.name()),
+        blockers: Vec::new(),
+        statements_done: done,
+    }
+}
+
+fn statement_failure(
+    e: StatementError,
+    index: u32,
+    statement: &Statement,
+    job: &ApplyJob<'_>,
+    done: u32,
+) -> ApplyFailure {
+    let kind = match (e.cancelled, e.sqlstate.as_deref()) {
+        (Some(Cancelled::Stop(stop)), _) => FailureKind::Interrupted(stop),
+        (Some(Cancelled::Deadline), _) => FailureKind::TimedOut(job.timeout),
+        (None, Some(sqlstate::LOCK_NOT_AVAILABLE)) => FailureKind::LockTimeout,
+        _ => FailureKind::Statement,
+    };
+    ApplyFailure {
+        kind,
+        statement: Some(index),
+        line: Some(statement.line),
+        position: e.position.map(|p| locate(statement, p)),
+        sqlstate: e.sqlstate,
+        message: e.message,
+        blockers: e.blockers,
+        statements_done: done,
+    }
+}
+
+/// Quotes a value as a PostgreSQL string literal, as `quote_literal` does: `'` doubled, and
+/// the `E''` form when the value holds a backslash.
+pub fn quote_literal(value: &str) -> String {
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+/// A timestamp column as RFC 3339 UTC text with milliseconds.
+pub(crate) fn utc(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+}
+
+fn decode_row(row: &PgRow, table: &HistoryTable) -> Result<HistoryRow, BackendError> {
+    let bad = |problem: String| BackendError::BadHistory {
+        table: TableName(table).to_string(),
+        problem,
+    };
+    let get_err = |e: sqlx::Error| bad(describe(&e));
+    let version_text: String = row.try_get(0).map_err(get_err)?;
+    let version = Version::parse(&version_text).ok_or_else(|| {
+        bad(format!(
+            "version {version_text:?} is not digits with optional dots"
+        ))
+    })?;
+    let state_text: String = row.try_get(3).map_err(get_err)?;
+    let state = RowState::parse(&state_text).ok_or_else(|| {
+        bad(format!(
+            "version {version_text} has state {state_text:?} (expected running, failed or applied)"
+        ))
+    })?;
+    let statements_done: i32 = row.try_get(4).map_err(get_err)?;
+    Ok(HistoryRow {
+        version,
+        name: row.try_get(1).map_err(get_err)?,
+        checksum: row.try_get(2).map_err(get_err)?,
+        state,
+        statements_done: u32::try_from(statements_done).map_err(|_| {
+            bad(format!(
+                "version {version_text} has statements_done {statements_done}"
+            ))
+        })?,
+        applied_at: row.try_get(5).map_err(get_err)?,
+        execution_ms: row.try_get(6).map_err(get_err)?,
+        applied_by: row.try_get(7).map_err(get_err)?,
+        error_sqlstate: row.try_get(8).map_err(get_err)?,
+        error: row.try_get(9).map_err(get_err)?,
+        repaired: row.try_get(10).map_err(get_err)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers() {
+        for (ident, quoted) in [
+            ("startgate_migrations", "\"startgate_migrations\""),
+            ("Mixed Case", "\"Mixed Case\""),
+            ("a\"b", "\"a\"\"b\""),
+            ("x; DROP TABLE users", "\"x; DROP TABLE users\""),
+        ] {
+            assert_eq!(quote_ident(ident), quoted);
+        }
+    }
+}
