@@ -281,13 +281,24 @@ pub async fn apply_steps<B: Backend>(
                 timeout: m.options.timeout.unwrap_or(limits.migration_timeout),
                 applied_by,
             };
-            match from {
-                0 => {
-                    tracing::info!(event = "migration.start", version = %m.version, file = %m.file_name, "applying {}", m.file_name)
-                }
-                n => {
-                    tracing::info!(event = "migration.start", version = %m.version, file = %m.file_name, from_statement = n + 1, "resuming {} at statement {}", m.file_name, n + 1)
-                }
+            if resume.is_some() {
+                tracing::info!(
+                    event = "migration.start",
+                    version = %m.version,
+                    file = %m.file_name,
+                    from_statement = from + 1,
+                    "resuming {} at statement {}",
+                    m.file_name,
+                    from + 1
+                );
+            } else {
+                tracing::info!(
+                    event = "migration.start",
+                    version = %m.version,
+                    file = %m.file_name,
+                    "applying {}",
+                    m.file_name
+                );
             }
             let failure = match db.apply(&job, stop).await {
                 Ok(applied) => {

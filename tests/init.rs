@@ -1,0 +1,623 @@
+//! `startgate init` against a real PostgreSQL, driving the real binary: applying and re-running,
+//! the refusals (gap, changed file), a failing statement, lock timeouts with retries, eight
+//! replicas at once, SIGTERM in the middle of a statement, the wall-clock limit, and a
+//! `CREATE INDEX CONCURRENTLY` that fails and resumes. Each test asserts what an operator would
+//! look at: the exit status, the message, the history rows and the catalog.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{TestDb, fixture, startgate};
+use sqlx::Connection;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A migrations directory holding `files`.
+fn migrations(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write migration");
+    }
+    dir
+}
+
+fn init(db: &TestDb, dir: &Path, extra: &[(&str, &str)]) -> common::Output {
+    let path = dir.display().to_string();
+    let mut env = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("STARTGATE_MIGRATIONS", path.as_str()),
+        ("STARTGATE_DB_WAIT_TIMEOUT", "10s"),
+    ];
+    env.extend_from_slice(extra);
+    startgate(&["init"], &env, LIMIT)
+}
+
+fn scalar(db: &TestDb, sql: &str) -> Option<String> {
+    db.query(sql)
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+}
+
+fn exists(db: &TestDb, relation: &str) -> bool {
+    scalar(
+        db,
+        &format!("SELECT (to_regclass('{relation}') IS NOT NULL)::text"),
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// `version:state` of every history row, in version order.
+fn history(db: &TestDb) -> String {
+    db.query("SELECT version || ':' || state FROM startgate_migrations ORDER BY version")
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A session of another client that holds locks until released (or dropped), the way a
+/// long-running transaction in production would.
+struct Blocker {
+    release: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Blocker {
+    /// Opens a session named `app`, runs `sql` (which opens a transaction and takes its locks)
+    /// and keeps the transaction open until `release` or drop (at most 60 s).
+    fn hold(db: &TestDb, app: &str, sql: &str) -> Blocker {
+        let url = format!("{}?application_name={app}", db.url);
+        let sql = sql.to_string();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let result = common::block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(&sql).execute(&mut conn).await?;
+                let _ = ready_tx.send(Ok(()));
+                // Wait for the release without blocking the runtime's only thread for ever.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while release_rx.try_recv() == Err(mpsc::TryRecvError::Empty)
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+                conn.close().await
+            });
+            if let Err(e) = result {
+                eprintln!("blocker session ended with: {e}");
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the blocker session started")
+            .expect("the blocker took its locks");
+        Blocker {
+            release: Some(release_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[test]
+fn applies_everything_then_a_rerun_applies_nothing_and_takes_no_lock() {
+    let db = TestDb::new("init_apply");
+    let dir = fixture("status");
+    let out = init(&db, Path::new(&dir), &[]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("applied 5 migrations in"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("now at version 5"), "{}", out.stderr);
+    assert_eq!(
+        history(&db),
+        "0001:applied 0002:applied 0003:applied 0004:applied 5:applied"
+    );
+    for table in ["users", "feature_flags", "orders"] {
+        assert!(exists(&db, table), "{table} was created");
+    }
+    assert_eq!(scalar(&db, "SELECT name FROM users LIMIT 0"), None);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'orders_user_idx'::regclass"
+        )
+        .as_deref(),
+        Some("true"),
+        "the CREATE INDEX CONCURRENTLY built a valid index"
+    );
+    // The recovery point and the runner are recorded.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*)::text FROM startgate_migrations WHERE recovery_time IS NOT NULL \
+             AND recovery_lsn IS NOT NULL AND applied_by IS NOT NULL AND startgate_version IS NOT NULL"
+        )
+        .as_deref(),
+        Some("5")
+    );
+    let before = db.query(
+        "SELECT version, applied_at::text, execution_ms::text FROM startgate_migrations ORDER BY 1",
+    );
+
+    let again = init(&db, Path::new(&dir), &[]);
+    assert_eq!(again.code, 0, "stderr: {}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing to apply"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("no lock needed"), "{}", again.stderr);
+    let after = db.query(
+        "SELECT version, applied_at::text, execution_ms::text FROM startgate_migrations ORDER BY 1",
+    );
+    assert_eq!(before, after, "a re-run leaves the history untouched");
+}
+
+fn numbered(versions: impl IntoIterator<Item = u32>) -> Vec<(String, String)> {
+    versions
+        .into_iter()
+        .map(|v| {
+            (
+                format!("{v:04}_t{v}.sql"),
+                format!("CREATE TABLE t{v} (id int);\n"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_gap_is_refused_and_nothing_applied_unless_out_of_order_is_allowed() {
+    let db = TestDb::new("init_gap");
+    let files = numbered([1, 2, 4, 5, 6, 7, 8, 9, 10]);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let dir = migrations(&files);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+
+    std::fs::write(
+        dir.path().join("0003_feature_flags.sql"),
+        "CREATE TABLE feature_flags (key text PRIMARY KEY);\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("0011_t11.sql"),
+        "CREATE TABLE t11 (id int);\n",
+    )
+    .expect("write");
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 7, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "0003_feature_flags.sql is pending but 0004–0010 are applied: set STARTGATE_OUT_OF_ORDER=true to apply it, or renumber it"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(&db, "feature_flags"), "nothing was applied");
+    assert!(
+        !exists(&db, "t11"),
+        "not even the pending migration after the gap"
+    );
+
+    let allowed = init(&db, dir.path(), &[("STARTGATE_OUT_OF_ORDER", "true")]);
+    assert_eq!(allowed.code, 0, "stderr: {}", allowed.stderr);
+    assert!(exists(&db, "feature_flags"));
+    assert!(exists(&db, "t11"));
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM startgate_migrations").as_deref(),
+        Some("11")
+    );
+}
+
+#[test]
+fn a_changed_file_is_refused_but_line_endings_and_directives_are_not_changes() {
+    let db = TestDb::new("init_changed");
+    let dir = migrations(&[
+        (
+            "0001_a.sql",
+            "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n",
+        ),
+        ("0002_b.sql", "CREATE TABLE b (id int);\n"),
+    ]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+
+    // CRLF line endings and a tuned timeout: not a change.
+    std::fs::write(
+        dir.path().join("0001_a.sql"),
+        "-- startgate:lock-timeout 2s\r\nCREATE TABLE a (id int);\r\nINSERT INTO a VALUES (1);\r\n",
+    )
+    .expect("write");
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+
+    // A real edit of an applied file: refused, and the pending migration is not applied.
+    std::fs::write(
+        dir.path().join("0002_b.sql"),
+        "CREATE TABLE b (id bigint);\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("0003_c.sql"), "CREATE TABLE c (id int);\n").expect("write");
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 7, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("0002_b.sql was changed after it was applied"),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(&db, "c"));
+}
+
+#[test]
+fn a_failing_statement_rolls_its_migration_back_and_stops_with_file_and_line() {
+    let db = TestDb::new("init_failing");
+    let dir = migrations(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        (
+            "0002_b.sql",
+            "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b\n  SELECT id FROM missing_table;\nCREATE TABLE c (id int);\n",
+        ),
+        ("0003_d.sql", "CREATE TABLE d (id int);\n"),
+    ]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("0002_b.sql:4: statement 3 failed (42P01)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(r#"relation \"missing_table\" does not exist"#),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("(at line 5, column 18)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("the migration was rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert!(exists(&db, "a"), "the earlier migration stays applied");
+    assert!(
+        !exists(&db, "b"),
+        "the failing migration is rolled back whole"
+    );
+    assert!(!exists(&db, "d"), "later migrations are not attempted");
+    assert_eq!(history(&db), "0001:applied");
+    // The lock was released on the way out.
+    assert_eq!(scalar(&db, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").as_deref(), Some("0"));
+}
+
+#[test]
+fn a_lock_timeout_is_retried_until_the_blocking_session_lets_go() {
+    let db = TestDb::new("init_lock_retry");
+    let dir = migrations(&[("0001_t.sql", "CREATE TABLE t (id int);\n")]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    std::fs::write(
+        dir.path().join("0002_add.sql"),
+        "-- startgate:lock-timeout 300ms\nALTER TABLE t ADD COLUMN c int;\n",
+    )
+    .expect("write");
+
+    let mut blocker = Blocker::hold(
+        &db,
+        "blocker-test",
+        "BEGIN; LOCK TABLE t IN ACCESS SHARE MODE;",
+    );
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        blocker.release();
+    });
+    let out = init(&db, dir.path(), &[("STARTGATE_LOCK_RETRIES", "10")]);
+    releaser.join().expect("releaser");
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("hit lock_timeout (55P03)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("retrying in"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("blocker-test"),
+        "the retry names the blocker: {}",
+        out.stderr
+    );
+    assert_eq!(history(&db), "0001:applied 0002:applied");
+    assert_eq!(
+        scalar(&db, "SELECT count(c)::text FROM t").as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn with_retries_exhausted_the_failure_names_the_blocking_session() {
+    let db = TestDb::new("init_lock_exhausted");
+    let dir = migrations(&[("0001_t.sql", "CREATE TABLE t (id int);\n")]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    std::fs::write(
+        dir.path().join("0002_add.sql"),
+        "-- startgate:lock-timeout 300ms\nALTER TABLE t ADD COLUMN c int;\n",
+    )
+    .expect("write");
+    let _blocker = Blocker::hold(
+        &db,
+        "blocker-test",
+        "BEGIN; LOCK TABLE t IN ACCESS SHARE MODE; SELECT 'holding t for the test';",
+    );
+    let out = init(&db, dir.path(), &[("STARTGATE_LOCK_RETRIES", "1")]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("0002_add.sql:2: statement 1 hit lock_timeout (55P03) 2 times"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("blocked by pid "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(r#"application_name \"blocker-test\""#),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("holding t for the test"),
+        "the blocker's query is shown: {}",
+        out.stderr
+    );
+    assert_eq!(history(&db), "0001:applied");
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM information_schema.columns WHERE table_name = 't' AND column_name = 'c'").as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn eight_replicas_at_once_apply_every_migration_exactly_once() {
+    let db = TestDb::new("init_eight");
+    let dir = migrations(&[
+        ("0001_deploys.sql", "CREATE TABLE deploys (note text);\n"),
+        (
+            "0002_first.sql",
+            "INSERT INTO deploys VALUES ('applied once');\n",
+        ),
+        (
+            "0003_slow.sql",
+            "SELECT pg_sleep(0.3);\nCREATE TABLE slow (id int);\n",
+        ),
+        (
+            "0004_second.sql",
+            "INSERT INTO deploys VALUES ('also once');\n",
+        ),
+    ]);
+    let path = dir.path().display().to_string();
+    let url = db.url.clone();
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            let (path, url) = (path.clone(), url.clone());
+            std::thread::spawn(move || {
+                let host = format!("replica-{i}");
+                startgate(
+                    &["init"],
+                    &[
+                        ("DATABASE_URL", url.as_str()),
+                        ("STARTGATE_MIGRATIONS", path.as_str()),
+                        ("HOSTNAME", host.as_str()),
+                    ],
+                    LIMIT,
+                )
+            })
+        })
+        .collect();
+    for run in runs {
+        let out = run.join().expect("replica thread");
+        assert_eq!(out.code, 0, "every replica exits 0: {}", out.stderr);
+    }
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM deploys").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        history(&db),
+        "0001:applied 0002:applied 0003:applied 0004:applied"
+    );
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_during_a_statement_cancels_it_rolls_back_releases_the_lock_and_exits_143() {
+    let db = TestDb::new("init_sigterm");
+    let dir = migrations(&[(
+        "0001_long.sql",
+        "CREATE TABLE long_one (id int);\nSELECT pg_sleep(60);\n",
+    )]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_startgate"))
+        .arg("init")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("STARTGATE_MIGRATIONS", dir.path())
+        .env("STARTGATE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn startgate");
+    let running = "SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' \
+                   AND application_name LIKE 'startgate@%' AND state = 'active'";
+    wait_for("the long statement to run", Duration::from_secs(30), || {
+        scalar(&db, running).as_deref() == Some("1")
+    });
+
+    // SAFETY: kill() with a pid we spawned and still own (not yet reaped).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("startgate did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = signalled.elapsed();
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = child
+        .stderr
+        .take()
+        .map(|mut e| e.read_to_string(&mut stderr));
+    assert_eq!(status.code(), Some(143), "stderr: {stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert_eq!(
+        scalar(&db, running).as_deref(),
+        Some("0"),
+        "no server session still runs the statement"
+    );
+    assert_eq!(scalar(&db, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").as_deref(), Some("0"));
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM startgate_migrations").as_deref(),
+        Some("0")
+    );
+    assert!(!exists(&db, "long_one"), "the transaction was rolled back");
+}
+
+#[test]
+fn the_wall_clock_limit_cancels_a_statement_on_the_server() {
+    let db = TestDb::new("init_timeout");
+    let dir = migrations(&[("0001_long.sql", "SELECT pg_sleep(60);\n")]);
+    let out = init(&db, dir.path(), &[("STARTGATE_MIGRATION_TIMEOUT", "1s")]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
+    assert!(
+        out.stderr
+            .contains("0001_long.sql:1: statement 1 did not finish within 1s"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' AND pid <> pg_backend_pid()").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM startgate_migrations").as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn a_failed_create_index_concurrently_drops_its_invalid_index_and_resumes() {
+    let db = TestDb::new("init_cic");
+    let dir = migrations(&[(
+        "0001_tables.sql",
+        "CREATE TABLE t (a int);\nINSERT INTO t SELECT generate_series(1, 1000);\nCREATE TABLE other (id int);\n",
+    )]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    std::fs::write(
+        dir.path().join("0002_index.sql"),
+        "-- startgate:no-transaction\n-- startgate:lock-timeout 1s\nCREATE INDEX CONCURRENTLY t_a_idx ON t (a);\n",
+    )
+    .expect("write");
+
+    // A transaction holding an old snapshot: the concurrent build creates its (invalid) index,
+    // then waits for that snapshot to go, and runs into lock_timeout.
+    let mut blocker = Blocker::hold(
+        &db,
+        "snapshot-holder",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other;",
+    );
+    let out = init(&db, dir.path(), &[("STARTGATE_LOCK_RETRIES", "0")]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("0002_index.sql:3: statement 1 hit lock_timeout (55P03)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(history(&db), "0001:applied 0002:failed");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT error_sqlstate FROM startgate_migrations WHERE version = '0002'"
+        )
+        .as_deref(),
+        Some("55P03")
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 't_a_idx'::regclass"
+        )
+        .as_deref(),
+        Some("false"),
+        "the failed build left an INVALID index"
+    );
+    blocker.release();
+
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("dropping the INVALID index"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("resuming 0002_index.sql at statement 1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(history(&db), "0001:applied 0002:applied");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 't_a_idx'::regclass"
+        )
+        .as_deref(),
+        Some("true")
+    );
+}
