@@ -97,7 +97,18 @@ pub fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("startgate: {e}");
+            // Log in the format the operator asked for, when that much can be read, so that a
+            // log shipper sees one structured event rather than loose lines.
+            let format = match std::env::var("STARTGATE_LOG_FORMAT")
+                .as_deref()
+                .map(str::trim)
+            {
+                Ok("json") => config::LogFormat::Json,
+                Ok("text") => config::LogFormat::Text,
+                _ => config::LogFormat::Auto,
+            };
+            logging::init("info", format);
+            tracing::error!(event = "exit", exit_code = code::USAGE, "{e}");
             return ExitCode::from(code::USAGE);
         }
     };

@@ -1018,8 +1018,9 @@ impl<'a> Reader<'a> {
                 match std::fs::read_to_string(&path) {
                     Ok(content) => {
                         // Files written by `echo` or an editor end with a newline that is
-                        // not part of the secret.
-                        let text = content.trim_end_matches(['\n', '\r']);
+                        // not part of the secret; surrounding spaces are trimmed as for a
+                        // value set directly.
+                        let text = content.trim();
                         if text.is_empty() {
                             self.errors.push(ConfigError::EmptyFile { file_var, path });
                             return None;
@@ -2487,12 +2488,6 @@ mod tests {
         );
         assert!(ok(&[(ENV_LOG, "startgate")]).warnings.is_empty());
         assert!(ok(&[(ENV_LOG, "WARN,startgate=trace")]).warnings.is_empty());
-    }
-
-    #[test]
-    fn from_env_reads_the_process_environment() {
-        // Reads only; whatever the test runner's environment holds, this must not panic.
-        let _ = Settings::from_env();
     }
 
     #[test]

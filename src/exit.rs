@@ -1,7 +1,7 @@
 //! Exit statuses (DESIGN.md "Exit status") and the top-level error that maps every boundary's
 //! error to one of them. Only `main` (through [`crate::cli`]) prints errors and exits.
 
-use crate::backend::{BackendError, FailureKind};
+use crate::backend::{BackendError, ConnectFailureKind, FailureKind};
 use crate::config::ConfigErrors;
 use crate::migrate::apply::{LockError, MigrationError};
 use crate::migrate::source::SourceError;
@@ -66,6 +66,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) | Error::Source(_) => code::USAGE,
+            Error::Unreachable(e) if e.last.kind == ConnectFailureKind::BadUrl => code::USAGE,
             Error::Unreachable(_) => code::DATABASE_UNREACHABLE,
             Error::Backend(BackendError::BadHistory { .. }) | Error::Inconsistent(_) => {
                 code::INCONSISTENT

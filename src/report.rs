@@ -244,6 +244,37 @@ impl StatusReport {
             .collect::<String>(),
             self.exit_code
         ));
-        out
+        printable(&out)
+    }
+}
+
+/// `text` with control characters (other than newlines) shown as escapes: history rows are
+/// written by whoever had access to the table, and must not be able to recolour or rewrite an
+/// operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        for (text, shown) in [
+            ("plain\n", "plain\n"),
+            ("evil\u{1b}[31mred", "evil\\u{1b}[31mred"),
+            ("a\rb\tc", "a\\rb\\tc"),
+        ] {
+            assert_eq!(printable(text), shown);
+        }
     }
 }

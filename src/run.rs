@@ -42,7 +42,7 @@ pub async fn status(settings: &Settings, json: bool) -> Result<u8, Error> {
     let local = load_migrations(settings)?;
     let progress = Progress::new();
     let result = on_backend!(url, status_on(settings, url, &local, json, &progress));
-    record_failure(&progress, &result);
+    finish(&progress, &result);
     result
 }
 
@@ -76,7 +76,7 @@ async fn status_on<B: Backend>(
     } else {
         report.to_text()
     };
-    print!("{text}");
+    out(&text);
     Ok(report.exit_code)
 }
 
@@ -92,7 +92,7 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
         url,
         init_on(settings, url, &local, &stop, &progress, started)
     );
-    record_failure(&progress, &result);
+    finish(&progress, &result);
     result
 }
 
@@ -251,7 +251,7 @@ pub async fn repair(settings: &Settings, version: &str, skip: bool) -> Result<u8
         url,
         repair_on(settings, url, &local, &wanted, skip, &stop, &progress)
     );
-    record_failure(&progress, &result);
+    finish(&progress, &result);
     result
 }
 
@@ -345,7 +345,7 @@ async fn repair_on<B: Backend>(
     db.close().await;
     let message = result?;
     tracing::info!(event = "repair", "{message}");
-    println!("{message}");
+    out(&format!("{message}\n"));
     Ok(crate::exit::code::SUCCESS)
 }
 
@@ -356,7 +356,7 @@ pub async fn unlock(settings: &Settings, force: bool) -> Result<u8, Error> {
     let stop = listen_for_signals()?;
     let progress = Progress::new();
     let result = on_backend!(url, unlock_on(settings, url, force, &stop, &progress));
-    record_failure(&progress, &result);
+    finish(&progress, &result);
     result
 }
 
@@ -374,15 +374,18 @@ async fn unlock_on<B: Backend>(
     let result = match holder {
         Err(e) => Err(e.into()),
         Ok(None) => {
-            println!("the migration lock for {} is free", TableName(table));
+            out(&format!(
+                "the migration lock for {} is free\n",
+                TableName(table)
+            ));
             Ok(crate::exit::code::SUCCESS)
         }
         Ok(Some(holder)) if !force => {
-            println!(
+            out(&format!(
                 "the migration lock for {} is held by {holder}\n\
-                 if that session is stuck, `startgate unlock --force` terminates it (its transaction is rolled back)",
+                 if that session is stuck, `startgate unlock --force` terminates it (its transaction is rolled back)\n",
                 TableName(table)
-            );
+            ));
             Ok(crate::exit::code::SUCCESS)
         }
         Ok(Some(holder)) => match db.terminate(holder.pid).await {
@@ -392,10 +395,10 @@ async fn unlock_on<B: Backend>(
                     pid = holder.pid,
                     "terminated the migration lock's holder: {holder}"
                 );
-                println!(
-                    "terminated pid {}: its transaction was rolled back and the migration lock released",
+                out(&format!(
+                    "terminated pid {}: its transaction was rolled back and the migration lock released\n",
                     holder.pid
-                );
+                ));
                 Ok(crate::exit::code::SUCCESS)
             }
             Ok(false) => Err(Error::Internal(format!(
@@ -448,7 +451,7 @@ pub async fn baseline(
         url,
         baseline_on(settings, url, &local, target, &stop, &progress)
     );
-    record_failure(&progress, &result);
+    finish(&progress, &result);
     result
 }
 
@@ -547,7 +550,7 @@ async fn baseline_on<B: Backend>(
     db.close().await;
     let message = result?;
     tracing::info!(event = "baseline", "{message}");
-    println!("{message}");
+    out(&format!("{message}\n"));
     Ok(crate::exit::code::SUCCESS)
 }
 
@@ -670,17 +673,29 @@ fn refuse_problems(plan: &Plan) -> Result<(), Error> {
     ))
 }
 
-/// Records a failed command in the phase machine: `stopping` for a signal, `failed` with the
-/// reason and exit status otherwise.
-fn record_failure(progress: &Progress, result: &Result<u8, Error>) {
-    if let Err(e) = result {
-        match e.stop() {
+/// Writes command output to stdout. A reader that went away (`startgate status | head -1`)
+/// is not an error worth a panic; the exit status still says how the command went.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// Ends the command in the phase machine, so that its last phase logs how it ended: `done` on
+/// success, `stopping` for a signal, `failed` with the reason and exit status otherwise.
+fn finish(progress: &Progress, result: &Result<u8, Error>) {
+    match result {
+        Ok(_) if progress.phase() != Phase::Done => progress.enter(Phase::Done),
+        Ok(_) => {}
+        Err(e) => match e.stop() {
             Some(stop) => progress.stop(stop.name()),
             None => progress.fail(
                 crate::redact::mask(&e.to_string()).into_owned(),
                 i32::from(e.exit_code()),
             ),
-        }
+        },
     }
 }
 
@@ -736,7 +751,13 @@ async fn connect<B: Backend>(
     progress: &Progress,
 ) -> Result<B, Error> {
     progress.enter(Phase::WaitingForDatabase);
-    let db: B = wait_for_database(url, &application_name(), settings.db_wait_timeout).await?;
+    let db: B = wait_for_database(
+        url,
+        &application_name(),
+        settings.db_wait_timeout,
+        settings.lock_timeout,
+    )
+    .await?;
     let info = db.info();
     progress.done(format!(
         "connected to {}{}",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::backend::{Backend, ConnectFailure, ConnectTarget};
+use crate::backend::{Backend, ConnectFailure, ConnectFailureKind, ConnectTarget};
 use crate::duration::HumanDuration;
 
 /// The first pause after a failed attempt.
@@ -21,17 +21,35 @@ pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// The longest one attempt may take (TCP connect, TLS, authentication, `SELECT 1`).
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(10);
 
-/// The database did not accept a real query within the wait.
+/// The database did not accept a real query within the wait (or its URL is wrong).
 #[derive(Debug, thiserror::Error)]
-#[error("database {url} not reachable within {} ({attempts} attempt{}); last error: {last}", HumanDuration(*.timeout), if *.attempts == 1 { "" } else { "s" })]
 pub struct WaitError {
     /// The URL without its password.
     pub url: String,
     /// `STARTGATE_DB_WAIT_TIMEOUT`.
     pub timeout: Duration,
     pub attempts: u32,
-    #[source]
+    /// The last attempt's failure; part of the message (not a separate cause) because an
+    /// operator needs it on the same line.
     pub last: ConnectFailure,
+}
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.last.kind == ConnectFailureKind::BadUrl {
+            // The detail names the URL (without its password) and what is wrong with it.
+            return f.write_str(&self.last.detail);
+        }
+        write!(
+            f,
+            "database {} not reachable within {} ({} attempt{}); last error: {}",
+            self.url,
+            HumanDuration(self.timeout),
+            self.attempts,
+            if self.attempts == 1 { "" } else { "s" },
+            self.last
+        )
+    }
 }
 
 /// Connects to the database, retrying until `timeout` has passed. A `timeout` of zero makes one
@@ -40,6 +58,7 @@ pub async fn wait_for_database<B: Backend>(
     url: &crate::dburl::DatabaseUrl,
     application_name: &str,
     timeout: Duration,
+    lock_timeout: Duration,
 ) -> Result<B, WaitError> {
     let started = Instant::now();
     let deadline = started + timeout;
@@ -58,6 +77,7 @@ pub async fn wait_for_database<B: Backend>(
             application_name: application_name.to_string(),
             // Even with no time left, one attempt gets a fair chance to finish.
             attempt_timeout: left.clamp(Duration::from_secs(1), MAX_ATTEMPT),
+            lock_timeout,
         };
         let failure = match B::connect(&target).await {
             Ok(backend) => {
@@ -74,7 +94,8 @@ pub async fn wait_for_database<B: Backend>(
             Err(failure) => failure,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        // A wrong URL stays wrong: say so at once instead of retrying for the whole wait.
+        if left.is_zero() || failure.kind == ConnectFailureKind::BadUrl {
             return Err(WaitError {
                 url: url.redacted(),
                 timeout,

@@ -8,11 +8,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestDb, fixture, startgate};
-use sqlx::Connection;
+use common::{Blocker, TestDb, fixture, startgate};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -59,66 +57,6 @@ fn history(db: &TestDb) -> String {
         .filter_map(|row| row.into_iter().next().flatten())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A session of another client that holds locks until released (or dropped), the way a
-/// long-running transaction in production would.
-struct Blocker {
-    release: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Blocker {
-    /// Opens a session named `app`, runs `sql` (which opens a transaction and takes its locks)
-    /// and keeps the transaction open until `release` or drop (at most 60 s).
-    fn hold(db: &TestDb, app: &str, sql: &str) -> Blocker {
-        let url = format!("{}?application_name={app}", db.url);
-        let sql = sql.to_string();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let result = common::block_on(async move {
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql(&sql).execute(&mut conn).await?;
-                let _ = ready_tx.send(Ok(()));
-                // Wait for the release without blocking the runtime's only thread for ever.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while release_rx.try_recv() == Err(mpsc::TryRecvError::Empty)
-                    && Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-                conn.close().await
-            });
-            if let Err(e) = result {
-                eprintln!("blocker session ended with: {e}");
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the blocker session started")
-            .expect("the blocker took its locks");
-        Blocker {
-            release: Some(release_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some(tx) = self.release.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Blocker {
-    fn drop(&mut self) {
-        self.release();
-    }
 }
 
 #[test]

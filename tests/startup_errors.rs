@@ -23,7 +23,7 @@ fn closed_port() -> u16 {
 #[test]
 fn unreachable_database_exits_three_at_the_deadline_with_the_reason_and_no_password() {
     let url = format!(
-        "postgres://app:hunter2-secret@127.0.0.1:{}/app",
+        "postgres://app:hunter2-secret@127.0.0.1:{}/app?sslpassword=key-secret-4&PassWord=other-secret-5",
         closed_port()
     );
     let dir = fixture("status");
@@ -53,17 +53,48 @@ fn unreachable_database_exits_three_at_the_deadline_with_the_reason_and_no_passw
         "the URL is shown without its password: {}",
         out.stderr
     );
-    assert!(
-        !out.stderr.contains("hunter2-secret"),
-        "password leaked: {}",
-        out.stderr
-    );
+    for secret in ["hunter2-secret", "key-secret-4", "other-secret-5"] {
+        assert!(
+            !out.stderr.contains(secret),
+            "{secret} leaked: {}",
+            out.stderr
+        );
+    }
     // Several attempts were logged, each with its reason.
     let attempts = out
         .stderr
         .matches("): connection refused (127.0.0.1:")
         .count();
     assert!(attempts >= 2, "{}", out.stderr);
+}
+
+#[test]
+fn a_url_the_driver_refuses_exits_two_at_once() {
+    let dir = fixture("status");
+    let out = startgate(
+        &["status"],
+        &[
+            (
+                "DATABASE_URL",
+                "postgres://app:pw-x-secret@127.0.0.1:5432/app?sslmode=bogus",
+            ),
+            ("STARTGATE_MIGRATIONS", &dir),
+            ("STARTGATE_DB_WAIT_TIMEOUT", "60s"),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "it retried a wrong URL: {:?}",
+        out.elapsed
+    );
+    let messages = common::log_messages(&out.stderr);
+    assert!(
+        messages.contains("bad connection URL postgres://app@127.0.0.1:5432/app?sslmode=bogus: invalid setting: unknown value \"bogus\""),
+        "{messages}"
+    );
+    assert!(!out.stderr.contains("pw-x-secret"), "{}", out.stderr);
 }
 
 #[test]
@@ -180,6 +211,8 @@ fn every_bad_setting_is_reported_at_once_with_exit_two() {
         LIMIT,
     );
     assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    let messages = common::log_messages(&out.stderr);
+    assert!(messages.contains("6 invalid settings"), "{messages}");
     for name in [
         "DATABASE_URL",
         "STARTGATE_LOCK_TIMEOUT=\"10x\"",
@@ -188,11 +221,7 @@ fn every_bad_setting_is_reported_at_once_with_exit_two() {
         "STARTGATE_PROBE=\"ftp://localhost:21\"",
         "STARTGATE_OUT_OF_ORDER=\"perhaps\"",
     ] {
-        assert!(
-            out.stderr.contains(name),
-            "{name} not named in: {}",
-            out.stderr
-        );
+        assert!(messages.contains(name), "{name} not named in: {messages}");
     }
     assert!(
         !out.stderr.contains("pw-not-shown"),
@@ -263,23 +292,21 @@ fn help_lists_every_setting_with_its_default() {
     for args in [&["--help"][..], &["status", "--help"][..]] {
         let out = startgate(args, &[], LIMIT);
         assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+        // Each setting's line shows its name and, beside it, its default.
         for setting in startgate::config::SETTINGS {
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(setting.name))
+                .unwrap_or_else(|| panic!("{} missing from {args:?} help", setting.name));
+            let default = setting.default.replace('`', "");
+            let first_word = default.split_whitespace().next().unwrap_or("");
             assert!(
-                out.stdout.contains(setting.name),
-                "{} missing from {args:?} help",
+                line.contains(first_word),
+                "the default of {} ({default}) is not beside it: {line:?}",
                 setting.name
             );
         }
-        assert!(
-            out.stdout.contains("STARTGATE_LOCK_WAIT_TIMEOUT"),
-            "{}",
-            out.stdout
-        );
-        assert!(
-            out.stdout.contains("35m"),
-            "defaults are shown: {}",
-            out.stdout
-        );
     }
     let version = startgate(&["--version"], &[], LIMIT);
     assert_eq!(version.code, 0);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestDb, fixture, startgate};
+use common::{Blocker, TestDb, fixture, startgate};
 use startgate::backend::postgres::history_table_ddl;
 use startgate::config::HistoryTable;
 
@@ -362,4 +362,35 @@ fn a_schema_qualified_history_table_is_read() {
     let doc = json(&out);
     assert_eq!(doc["history_table"], "ops.Deploy History");
     assert!(states(&doc).starts_with("0001:applied 0002:pending"));
+}
+
+#[test]
+fn reading_the_history_is_bounded_by_the_lock_timeout() {
+    let db = TestDb::new("status_locked");
+    History::new(&db).applied("0001");
+    let _blocker = Blocker::hold(
+        &db,
+        "table-locker",
+        "BEGIN; LOCK TABLE startgate_migrations IN ACCESS EXCLUSIVE MODE;",
+    );
+    let out = status(&db, &[("STARTGATE_LOCK_TIMEOUT", "500ms")], false);
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
+    let messages = common::log_messages(&out.stderr);
+    assert!(
+        messages.contains("reading the history table public.startgate_migrations failed: canceling statement due to lock timeout (SQLSTATE 55P03)"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn history_text_cannot_rewrite_the_terminal() {
+    let db = TestDb::new("status_escape");
+    let h = History::new(&db);
+    h.applied("0001");
+    db.exec("UPDATE startgate_migrations SET applied_by = E'evil\\x1b[31mred\\nVERSION fake'");
+    let out = status(&db, &[], true);
+    assert!(!out.stdout.contains('\u{1b}'), "JSON escapes it");
+    let out = status(&db, &[], false);
+    assert!(!out.stdout.contains('\u{1b}'), "{}", out.stdout);
 }

@@ -30,6 +30,9 @@ pub struct ConnectTarget {
     pub application_name: String,
     /// Upper bound for one connection attempt, authentication and `SELECT 1` included.
     pub attempt_timeout: Duration,
+    /// `lock_timeout` for startgate's own reads and writes of the history table, so that a
+    /// session holding a lock on it cannot stall startup without bound (`0`: none).
+    pub lock_timeout: Duration,
 }
 
 /// What `/status` and the log say about the database: never credentials.
@@ -70,6 +73,8 @@ pub enum ConnectFailureKind {
     TooManyConnections,
     /// TLS negotiation failed.
     Tls,
+    /// The URL itself is wrong (a bad `sslmode`, port…): retrying cannot help.
+    BadUrl,
     Other,
 }
 
@@ -84,6 +89,7 @@ impl ConnectFailureKind {
             ConnectFailureKind::NotReady => "server not ready",
             ConnectFailureKind::TooManyConnections => "too many connections",
             ConnectFailureKind::Tls => "TLS failed",
+            ConnectFailureKind::BadUrl => "bad connection URL",
             ConnectFailureKind::Other => "connection failed",
         }
     }

@@ -130,8 +130,11 @@ pub enum Problem {
     Missing {
         version: Version,
         name: String,
+        state: RowState,
         newest_file: Version,
     },
+    /// Two history rows whose versions are equal numerically (`3` and `0003`).
+    DuplicateRows { versions: Vec<String> },
     /// A failed (or interrupted) no-transaction migration that cannot resume by itself.
     NeedsRepair {
         file_name: String,
@@ -177,11 +180,24 @@ impl fmt::Display for Problem {
             Problem::Missing {
                 version,
                 name,
+                state,
                 newest_file,
             } => write!(
                 f,
-                "{version} ({name}) is applied but has no file, and newer files exist (up to {newest_file}): \
-                 restore the file, or check that this deploy carries the right migrations directory"
+                "{version} ({name}) is {} but has no file, and newer files exist (up to {newest_file}): \
+                 restore the file, or check that this deploy carries the right migrations directory",
+                match state {
+                    RowState::Applied => "applied",
+                    RowState::Failed => "recorded as failed",
+                    RowState::Running => "recorded as running",
+                }
+            ),
+            Problem::DuplicateRows { versions } => write!(
+                f,
+                "the history has {} rows for one version ({}): versions compare numerically, so \
+                 they are the same migration; delete the wrong row by hand",
+                versions.len(),
+                versions.join(", ")
             ),
             Problem::NeedsRepair {
                 file_name,
@@ -241,6 +257,16 @@ impl Plan {
 pub fn plan(local: &[Migration], rows: &[HistoryRow], options: PlanOptions) -> Plan {
     let mut rows: Vec<&HistoryRow> = rows.iter().collect();
     rows.sort_by(|a, b| a.version.cmp(&b.version));
+    let mut duplicates = Vec::new();
+    for group in rows.chunk_by(|a, b| a.version == b.version) {
+        if group.len() > 1 {
+            duplicates.push(Problem::DuplicateRows {
+                versions: group.iter().map(|r| r.version.to_string()).collect(),
+            });
+        }
+    }
+    // Plan with the first row of each version; the duplicate itself is the problem to report.
+    rows.dedup_by(|b, a| a.version == b.version);
 
     let newest_applied = rows
         .iter()
@@ -283,6 +309,7 @@ pub fn plan(local: &[Migration], rows: &[HistoryRow], options: PlanOptions) -> P
         }
     }
 
+    out.problems.splice(0..0, duplicates);
     if !out.problems.is_empty() {
         out.steps.clear();
     }
@@ -340,6 +367,13 @@ fn plan_both(out: &mut Plan, index: usize, m: &Migration, r: &HistoryRow) {
 /// Whether a failed or interrupted no-transaction migration may resume by itself, and if not,
 /// what the history says happened.
 fn resumable(m: &Migration, r: &HistoryRow) -> Result<ResumeReason, String> {
+    let total = m.statements.len();
+    if r.statements_done as usize > total {
+        return Err(format!(
+            "the history says {} statements are done, but the file has {total}",
+            r.statements_done
+        ));
+    }
     if r.repaired {
         return Ok(ResumeReason::Repaired);
     }
@@ -427,14 +461,24 @@ fn plan_row_only(out: &mut Plan, r: &HistoryRow, newest_file: Option<&Version>) 
             out.problems.push(Problem::Missing {
                 version: r.version.clone(),
                 name: r.name.clone(),
+                state: r.state,
                 newest_file: newest.clone(),
             });
         }
         _ => {
             out.entries.push(entry(None, Some(r), State::Future));
+            let what = match r.state {
+                RowState::Applied => {
+                    "is in the history but newer than every migration file: \
+                     a newer release applied it"
+                }
+                RowState::Failed | RowState::Running => {
+                    "stopped part-way in the history and is \
+                     newer than every migration file: a newer release started it"
+                }
+            };
             out.warnings.push(format!(
-                "{} ({}) is in the history but newer than every migration file: \
-                 a newer release applied it (is this a rolled-back deploy?); continuing",
+                "{} ({}) {what} (is this a rolled-back deploy?); continuing",
                 r.version, r.name
             ));
         }
@@ -685,14 +729,91 @@ mod tests {
     }
 
     #[test]
-    fn future_rows_do_not_block_pending_files_newer_than_them() {
+    fn a_future_row_makes_older_pending_files_out_of_order() {
+        let mut ahead = applied("9");
+        ahead.name = "next".into();
         check(
             &[file("1", "a"), file("5", "e")],
-            &[applied("1")],
+            &[applied("1"), ahead],
             DEFAULT,
-            "1:applied 5:pending",
-            "apply 5",
-            &[],
+            "1:applied 5:out-of-order 9:future",
+            "",
+            &[
+                "5_e.sql is pending but 9 is applied: set STARTGATE_OUT_OF_ORDER=true to apply it, or renumber it",
+                "9 (next) is in the history but newer than every migration file: a newer release applied it \
+                 (is this a rolled-back deploy?); continuing",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_failed_row_without_a_file() {
+        let mut newer = failed("9", 1, Some("42601"), "syntax error");
+        newer.name = "next".into();
+        check(
+            &[file("1", "a")],
+            &[applied("1"), newer],
+            DEFAULT,
+            "1:applied 9:future",
+            "",
+            &[
+                "9 (next) stopped part-way in the history and is newer than every migration file: a newer \
+               release started it (is this a rolled-back deploy?); continuing",
+            ],
+        );
+        let mut older = failed("2", 1, Some("42601"), "syntax error");
+        older.name = "gone".into();
+        check(
+            &[file("1", "a"), file("3", "c")],
+            &[applied("1"), older],
+            DEFAULT,
+            "1:applied 2:missing 3:pending",
+            "",
+            &[
+                "2 (gone) is recorded as failed but has no file, and newer files exist (up to 3): restore the \
+               file, or check that this deploy carries the right migrations directory",
+            ],
+        );
+    }
+
+    #[test]
+    fn two_rows_for_one_version_are_refused() {
+        let mut short = applied("3");
+        short.checksum = "sum-0003".into();
+        let mut long = applied("0003");
+        long.name = "dup".into();
+        check(
+            &[file("0003", "c")],
+            &[short, long],
+            DEFAULT,
+            "0003:applied",
+            "",
+            &[
+                "the history has 2 rows for one version (3, 0003): versions compare numerically, so they are \
+               the same migration; delete the wrong row by hand",
+            ],
+        );
+    }
+
+    #[test]
+    fn statements_done_beyond_the_file_is_refused() {
+        let m = file_with("5", "e", &["SELECT 1", "SELECT 2"]);
+        check(
+            &[m],
+            &[failed(
+                "5",
+                7,
+                Some("57014"),
+                "canceling statement due to statement timeout",
+            )],
+            DEFAULT,
+            "5:failed",
+            "",
+            &[
+                "5_e.sql stopped part-way at statement 8: the history says 7 statements are done, but the file \
+               has 2; it cannot resume by itself: finish or undo that statement by hand, then run `startgate \
+               repair 5` to retry it, or `startgate repair 5 --skip` to count it as done",
+            ],
         );
     }
 

@@ -479,9 +479,27 @@ fn apply_directive(
     }
     let duration = parse_duration(value)
         .map_err(|err| format!("bad duration {value:?} for startgate:{name}: {err}"))?;
+    // The same bounds as the settings these directives override.
+    match directive {
+        Directive::LockTimeout | Directive::StatementTimeout if duration > MAX_SERVER_TIMEOUT => {
+            return Err(format!(
+                "startgate:{name} {value} is more than PostgreSQL accepts (at most {})",
+                crate::duration::HumanDuration(MAX_SERVER_TIMEOUT)
+            ));
+        }
+        Directive::Timeout if duration.is_zero() => {
+            return Err(format!(
+                "startgate:{name} must be more than 0 (it is a wall-clock limit)"
+            ));
+        }
+        _ => {}
+    }
     *slot = Some(duration);
     Ok(())
 }
+
+/// PostgreSQL's largest `lock_timeout` and `statement_timeout`: 2^31 - 1 milliseconds.
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// Why a statement cannot run in a transactional migration.
 struct Refusal {
@@ -736,9 +754,10 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProble
             Some(_) => "-- migrate:down",
             None => "the end of the file",
         };
-        // The splitter counts lines in the applied text, which starts at a line of the file.
+        // The offset, not the splitter's line: the splitter counts lines by `\n` only, this
+        // file by `\n`, `\r\n` and lone `\r` alike.
         problems.at_line(
-            Some(applied_lines.start as u32 + unterminated.line),
+            Some(line_of(&lines, applied.start + unterminated.offset)),
             format!(
                 "unterminated {}: nothing closes it before {end}",
                 unterminated.what
@@ -1101,6 +1120,16 @@ mod tests {
             &["1: bad duration \"30\" for startgate:statement-timeout: missing unit"],
         );
         check(
+            "-- startgate:lock-timeout 99999999h\nSELECT 1;",
+            &[
+                "1: startgate:lock-timeout 99999999h is more than PostgreSQL accepts (at most 596h31m23s647ms)",
+            ],
+        );
+        check(
+            "-- startgate:timeout 0\nSELECT 1;",
+            &["1: startgate:timeout must be more than 0 (it is a wall-clock limit)"],
+        );
+        check(
             "-- startgate:timeout 2h -- long backfill\nSELECT 1;",
             &["1: bad duration \"2h -- long backfill\" for startgate:timeout"],
         );
@@ -1161,6 +1190,10 @@ mod tests {
         check(
             "SELECT 1;\nSELECT 'oops;\n",
             &["2: unterminated quoted string: nothing closes it before the end of the file"],
+        );
+        check(
+            "select 1;\rselect 2;\rselect 'x;\r",
+            &["3: unterminated quoted string: nothing closes it before the end of the file"],
         );
         check(
             "SELECT 1;\n/* a\n/* nested */\n",

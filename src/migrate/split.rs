@@ -47,8 +47,10 @@ pub struct Unterminated {
     /// What was left open, for a message: "quoted string", "quoted identifier",
     /// "dollar-quoted string $body$" (with its actual tag), "block comment".
     pub what: String,
-    /// 1-based line where the unterminated construct starts.
+    /// 1-based line where the unterminated construct starts (lines counted by `\n`).
     pub line: u32,
+    /// Byte offset where it starts, for callers that count lines differently.
+    pub offset: usize,
 }
 
 /// Splits `sql` into pieces the way psql splits a file it runs with `-f`.
@@ -109,6 +111,7 @@ pub fn split(sql: &str) -> Split {
                 unterminated = Some(Unterminated {
                     what: open.describe(sql),
                     line,
+                    offset: start,
                 });
             }
             kind => {
@@ -730,12 +733,18 @@ mod tests {
         let split = split(sql);
         assert_invariants(sql, &split);
         assert_eq!(
-            split.unterminated,
-            Some(Unterminated {
-                what: what.to_string(),
-                line
-            }),
+            split
+                .unterminated
+                .as_ref()
+                .map(|u| (u.what.as_str(), u.line)),
+            Some((what, line)),
             "input: {sql:?}"
+        );
+        let offset = split.unterminated.as_ref().map_or(0, |u| u.offset);
+        assert_eq!(
+            sql[..offset].matches('\n').count() as u32 + 1,
+            line,
+            "the offset is on the reported line: {sql:?}"
         );
         assert_eq!(statements(sql, &split), expected(want), "input: {sql:?}");
     }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Row};
@@ -454,6 +455,77 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         stderr: err_reader.join().unwrap_or_default(),
         elapsed,
     }
+}
+
+/// A session of another client that holds locks until released (or dropped), the way a
+/// long-running transaction in production would.
+pub struct Blocker {
+    release: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Blocker {
+    /// Opens a session named `app`, runs `sql` (which opens a transaction and takes its locks)
+    /// and keeps the transaction open until `release` or drop (at most 60 s).
+    pub fn hold(db: &TestDb, app: &str, sql: &str) -> Blocker {
+        let url = format!("{}?application_name={app}", db.url);
+        let sql = sql.to_string();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let result = block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(&sql).execute(&mut conn).await?;
+                let _ = ready_tx.send(Ok(()));
+                // Wait for the release without blocking the runtime's only thread for ever.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while release_rx.try_recv() == Err(mpsc::TryRecvError::Empty)
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+                conn.close().await
+            });
+            if let Err(e) = result {
+                eprintln!("blocker session ended with: {e}");
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the blocker session started")
+            .expect("the blocker took its locks");
+        Blocker {
+            release: Some(release_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn release(&mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The `message` of every JSON log line in `stderr`, one per line, as an operator would read
+/// them (JSON escapes undone).
+pub fn log_messages(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|event| event["message"].as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The directory of a migrations fixture under `tests/fixtures/`.

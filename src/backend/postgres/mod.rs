@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::time::Instant;
 
 use super::{
@@ -140,6 +140,13 @@ fn describe(error: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_string(),
         },
+        // The driver nests configuration errors and repeats their prefix once per level.
+        sqlx::Error::Configuration(inner) => format!(
+            "invalid setting: {}",
+            inner
+                .to_string()
+                .trim_start_matches("error with configuration: ")
+        ),
         other => other.to_string(),
     };
     redact::mask(&text).into_owned()
@@ -163,12 +170,10 @@ fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
 
 impl Backend for Postgres {
     async fn connect(target: &ConnectTarget) -> Result<Self, ConnectFailure> {
-        let options = PgConnectOptions::from_str(target.url.expose())
-            .map_err(|e| ConnectFailure {
-                kind: ConnectFailureKind::Other,
-                detail: format!("bad connection URL {}: {}", target.url, describe(&e)),
-            })?
-            .application_name(&target.application_name);
+        let options = connect_options(target).map_err(|e| ConnectFailure {
+            kind: ConnectFailureKind::BadUrl,
+            detail: e,
+        })?;
         let attempt = async {
             let mut conn = PgConnection::connect_with(&options).await?;
             // A real query, not just an open port: see `Backend::connect`.
@@ -241,25 +246,25 @@ impl Backend for Postgres {
         &mut self,
         table: &HistoryTable,
     ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
-        // One round trip: a missing table (or schema) is the error we expect before the first
-        // `init`, and means that nothing is applied.
+        // One round trip, bounded by lock_timeout: a missing table (or schema) is the error we
+        // expect before the first `init`, and means that nothing is applied.
         let sql = format!(
-            "SELECT version, name, checksum, state, statements_done, {}, \
-             execution_ms, applied_by, error_sqlstate, error, repaired FROM {}",
+            "BEGIN; {}SELECT version, name, checksum, state, statements_done, {}, \
+             execution_ms, applied_by, error_sqlstate, error, repaired FROM {}; COMMIT",
+            self.local_lock_timeout(),
             utc("applied_at"),
             quoted_table(table)
         );
         let rows = match sqlx::raw_sql(&sql).fetch_all(&mut self.conn).await {
             Ok(rows) => rows,
-            Err(e)
+            Err(e) => {
+                self.rollback_quietly().await;
                 if matches!(
                     sqlstate_of(&e).as_deref(),
                     Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => {
+                ) {
+                    return Ok(None);
+                }
                 return Err(BackendError::Query {
                     what: format!("reading the history table {}", TableName(table)),
                     message: describe(&e),
@@ -293,8 +298,11 @@ impl Backend for Postgres {
             .await
             .map_err(|e| query_error("preparing the migration session", &e))?;
         if self.monitor.is_none() {
-            let options = PgConnectOptions::from_str(self.target.url.expose())
-                .map_err(|e| query_error("opening the monitor session", &e))?
+            let options = connect_options(&self.target)
+                .map_err(|message| BackendError::Query {
+                    what: "opening the monitor session".to_string(),
+                    message,
+                })?
                 .application_name(&monitor_name(&self.target.application_name));
             let monitor = tokio::time::timeout(
                 self.target.attempt_timeout,
@@ -388,7 +396,7 @@ impl Backend for Postgres {
             .fetch_one(&mut self.conn)
             .await
             .map_err(|e| query_error(&what, &e))?;
-        let mut sql = String::new();
+        let mut sql = format!("BEGIN; {}", self.local_lock_timeout());
         if row
             .try_get::<bool, _>(0)
             .map_err(|e| query_error(&what, &e))?
@@ -399,10 +407,11 @@ impl Backend for Postgres {
             ));
         }
         sql.push_str(&history_table_ddl(table));
-        sqlx::raw_sql(&sql)
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| query_error(&what, &e))?;
+        sql.push_str("; COMMIT");
+        if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
+            self.rollback_quietly().await;
+            return Err(query_error(&what, &e));
+        }
         Ok(())
     }
 
@@ -424,7 +433,7 @@ impl Backend for Postgres {
         rows: &[HistoryWrite],
     ) -> Result<(), BackendError> {
         let what = format!("writing the history table {}", TableName(table));
-        let mut sql = String::from("BEGIN; ");
+        let mut sql = format!("BEGIN; {}", self.local_lock_timeout());
         for w in rows {
             sql.push_str(&upsert_sql(
                 table,
@@ -608,6 +617,15 @@ enum IndexResume {
 }
 
 impl Postgres {
+    /// `SET LOCAL lock_timeout` for startgate's own statements on the history table, or
+    /// nothing when the operator turned lock timeouts off.
+    fn local_lock_timeout(&self) -> String {
+        match millis(self.target.lock_timeout) {
+            0 => String::new(),
+            ms => format!("SET LOCAL lock_timeout = '{ms}ms'; "),
+        }
+    }
+
     async fn rollback_quietly(&mut self) {
         if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await {
             tracing::debug!(error = %describe(&e), "rollback failed (the session may be gone)");
@@ -936,6 +954,62 @@ impl Postgres {
     }
 }
 
+/// Connection parameters the driver understands. Any other query parameter is left out before
+/// the driver sees the URL: the driver would log an unknown parameter together with its value,
+/// and `sslpassword=…` (or a misspelt `Password=…`) is a secret.
+const DRIVER_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The driver's options for `target`: the URL with only the parameters the driver knows (the
+/// others are named, never their values, in one warning), startgate's `application_name`, and
+/// the driver's own statement logging turned down (it would log migration SQL at info level).
+fn connect_options(target: &ConnectTarget) -> Result<PgConnectOptions, String> {
+    let mut url = url::Url::parse(target.url.expose())
+        .map_err(|e| format!("bad connection URL {}: {e}", target.url))?;
+    type Pairs = Vec<(String, String)>;
+    let (kept, dropped): (Pairs, Pairs) = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| DRIVER_PARAMETERS.contains(&k.as_str()) || k.starts_with("options["));
+    if !dropped.is_empty() {
+        let names: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
+        tracing::warn!(
+            parameters = %names.join(","),
+            "ignoring connection parameters startgate's PostgreSQL driver does not support: {}",
+            names.join(", ")
+        );
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    let options = PgConnectOptions::from_str(url.as_str())
+        .map_err(|e| format!("bad connection URL {}: {}", target.url, describe(&e)))?
+        .application_name(&target.application_name)
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
+    Ok(options)
+}
+
 /// The monitor session's `application_name`: `startgate-monitor@HOST`.
 fn monitor_name(application_name: &str) -> String {
     let mut name = application_name.replacen("startgate@", "startgate-monitor@", 1);
@@ -1037,41 +1111,78 @@ pub(crate) fn utc(column: &str) -> String {
 }
 
 fn decode_row(row: &PgRow, table: &HistoryTable) -> Result<HistoryRow, BackendError> {
+    const COLUMNS: [&str; 11] = [
+        "version",
+        "name",
+        "checksum",
+        "state",
+        "statements_done",
+        "applied_at",
+        "execution_ms",
+        "applied_by",
+        "error_sqlstate",
+        "error",
+        "repaired",
+    ];
     let bad = |problem: String| BackendError::BadHistory {
         table: TableName(table).to_string(),
         problem,
     };
-    let get_err = |e: sqlx::Error| bad(describe(&e));
-    let version_text: String = row.try_get(0).map_err(get_err)?;
+    let version_text: String = row
+        .try_get(0)
+        .map_err(|e| bad(column_problem(None, COLUMNS[0], &e)))?;
+    let at = Some(version_text.as_str());
+    macro_rules! get {
+        ($i:expr) => {
+            row.try_get($i)
+                .map_err(|e| bad(column_problem(at, COLUMNS[$i], &e)))?
+        };
+    }
     let version = Version::parse(&version_text).ok_or_else(|| {
         bad(format!(
             "version {version_text:?} is not digits with optional dots"
         ))
     })?;
-    let state_text: String = row.try_get(3).map_err(get_err)?;
+    let state_text: String = get!(3);
     let state = RowState::parse(&state_text).ok_or_else(|| {
         bad(format!(
             "version {version_text} has state {state_text:?} (expected running, failed or applied)"
         ))
     })?;
-    let statements_done: i32 = row.try_get(4).map_err(get_err)?;
+    let statements_done: i32 = get!(4);
     Ok(HistoryRow {
         version,
-        name: row.try_get(1).map_err(get_err)?,
-        checksum: row.try_get(2).map_err(get_err)?,
+        name: get!(1),
+        checksum: get!(2),
         state,
         statements_done: u32::try_from(statements_done).map_err(|_| {
             bad(format!(
                 "version {version_text} has statements_done {statements_done}"
             ))
         })?,
-        applied_at: row.try_get(5).map_err(get_err)?,
-        execution_ms: row.try_get(6).map_err(get_err)?,
-        applied_by: row.try_get(7).map_err(get_err)?,
-        error_sqlstate: row.try_get(8).map_err(get_err)?,
-        error: row.try_get(9).map_err(get_err)?,
-        repaired: row.try_get(10).map_err(get_err)?,
+        applied_at: get!(5),
+        execution_ms: get!(6),
+        applied_by: get!(7),
+        error_sqlstate: get!(8),
+        error: get!(9),
+        repaired: get!(10),
     })
+}
+
+/// What is wrong with one column of a history row, in an operator's words.
+fn column_problem(version: Option<&str>, column: &str, e: &sqlx::Error) -> String {
+    let what = match e {
+        sqlx::Error::ColumnDecode { source, .. }
+            if source.to_string().contains("unexpected null") =>
+        {
+            "is NULL".to_string()
+        }
+        other => format!("cannot be read: {}", describe(other)),
+    };
+    match version {
+        Some(v) => format!("version {v}: column {column} {what}"),
+        None => format!("column {column} {what}"),
+    }
 }
 
 #[cfg(test)]
