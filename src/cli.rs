@@ -45,6 +45,8 @@ enum Command {
     /// count that statement as done.
     Repair {
         /// The migration's version, as in its file name (e.g. 0007).
+        // Its own id: `version` is taken by the `--version` flag every subcommand inherits.
+        #[arg(id = "migration_version", value_name = "VERSION")]
         version: String,
         /// Count the failed statement as done: the next run resumes after it.
         #[arg(long)]
@@ -63,6 +65,7 @@ enum Command {
         #[arg(long, value_name = "TOOL", value_parser = ["sqlx", "dbmate", "flyway", "golang-migrate"])]
         from: Option<String>,
         /// Record every migration up to this version.
+        #[arg(id = "migration_version", value_name = "VERSION")]
         version: Option<String>,
     },
 }
@@ -167,4 +170,51 @@ fn cause_of<'a>(
     error: Option<&'a (dyn std::error::Error + 'static)>,
 ) -> Option<&'a (dyn std::error::Error + 'static)> {
     error.and_then(std::error::Error::source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks argument ids, defaults and conflicts only in debug builds, at parse time;
+        // this makes every such mistake a test failure rather than a crash in the field.
+        command().debug_assert();
+    }
+
+    #[test]
+    fn parses_each_subcommand() {
+        for (args, expected) in [
+            (
+                &["startgate", "repair", "0007"][..],
+                "Repair { version: \"0007\", skip: false }",
+            ),
+            (
+                &["startgate", "repair", "0007", "--skip"][..],
+                "Repair { version: \"0007\", skip: true }",
+            ),
+            (
+                &["startgate", "baseline", "3"][..],
+                "Baseline { from: None, version: Some(\"3\") }",
+            ),
+            (
+                &["startgate", "baseline", "--from", "sqlx"][..],
+                "Baseline { from: Some(\"sqlx\"), version: None }",
+            ),
+            (
+                &["startgate", "unlock", "--force"][..],
+                "Unlock { force: true }",
+            ),
+            (
+                &["startgate", "status", "--json"][..],
+                "Status { json: true }",
+            ),
+            (&["startgate", "init"][..], "Init"),
+        ] {
+            let matches = command().try_get_matches_from(args).expect("parses");
+            let cli = Cli::from_arg_matches(&matches).expect("converts");
+            assert_eq!(format!("{:?}", cli.command), expected);
+        }
+    }
 }

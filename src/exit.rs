@@ -65,7 +65,10 @@ impl Error {
     /// The exit status this error leads to.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) | Error::Source(_) => code::USAGE,
+            Error::Config(_)
+            | Error::Usage(_)
+            | Error::Source(_)
+            | Error::Backend(BackendError::MissingTable { .. }) => code::USAGE,
             Error::Unreachable(e) if e.last.kind == ConnectFailureKind::BadUrl => code::USAGE,
             Error::Unreachable(_) => code::DATABASE_UNREACHABLE,
             Error::Backend(BackendError::BadHistory { .. }) | Error::Inconsistent(_) => {

@@ -281,6 +281,8 @@ async fn repair_on<B: Backend>(
     let result = async {
         progress.enter(Phase::AcquiringLock);
         apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
+        progress.done("holding the migration lock");
+        progress.enter(Phase::Migrating);
         let outcome = async {
             let rows = db.read_history(table).await?.unwrap_or_default();
             let row = rows.iter().find(|r| &r.version == wanted).ok_or_else(|| {
@@ -476,6 +478,8 @@ async fn baseline_on<B: Backend>(
     let result = async {
         progress.enter(Phase::AcquiringLock);
         apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
+        progress.done("holding the migration lock");
+        progress.enter(Phase::Migrating);
         let outcome = async {
             let (versions, source) = match &target {
                 Baseline::UpTo(v) => (

@@ -116,6 +116,9 @@ pub enum BackendError {
     },
     #[error("history table {table} has a bad row: {problem}")]
     BadHistory { table: String, problem: String },
+    /// A table the operator pointed startgate at does not exist (`baseline --from`).
+    #[error("there is no {table} table in this database ({hint})")]
+    MissingTable { table: String, hint: String },
 }
 
 /// A database engine behind the seam.

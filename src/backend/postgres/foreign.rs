@@ -19,11 +19,11 @@ use crate::migrate::Version;
 
 fn query_error(tool: ForeignTool, e: &sqlx::Error) -> BackendError {
     if matches!(sqlstate_of(e).as_deref(), Some(sqlstate::UNDEFINED_TABLE)) {
-        return BackendError::Query {
-            what: format!("reading {}'s history", tool.as_str()),
-            message: format!(
-                "there is no {} table in this database (check --from, the database and search_path)",
-                tool.table()
+        return BackendError::MissingTable {
+            table: tool.table().to_string(),
+            hint: format!(
+                "is --from {} right? check DATABASE_URL and search_path",
+                tool.as_str()
             ),
         };
     }
@@ -97,26 +97,35 @@ pub async fn read(
         });
     }
 
-    let mut applied = Vec::new();
-    let mut failed = Vec::new();
+    // Rows in the order the tool wrote them: a later row for a version overrides an earlier
+    // one (Flyway's `DELETE` un-applies a version that `flyway repair` removed; a success after
+    // a failure means the version was fixed and applied).
+    let mut latest: Vec<(Version, Option<String>, bool)> = Vec::new();
     let mut baseline = None;
     for row in &rows {
         let v = text(row, 0, tool)?.unwrap_or_default();
         let success = text(row, 1, tool)?.as_deref() == Some("true");
         let kind = text(row, 2, tool)?.unwrap_or_default();
-        match (tool, kind.as_str()) {
-            // A row removed by `flyway repair`: not applied.
-            (ForeignTool::Flyway, "DELETE") => continue,
-            (ForeignTool::Flyway, "BASELINE") => {
-                baseline = Some(version(tool, &v)?);
-                continue;
-            }
-            _ => {}
+        let version = version(tool, &v)?;
+        if tool == ForeignTool::Flyway && kind == "BASELINE" {
+            baseline = Some(version);
+            continue;
         }
-        if success {
-            applied.push(version(tool, &v)?);
+        let state = if tool == ForeignTool::Flyway && kind == "DELETE" {
+            None
         } else {
-            failed.push(v);
+            Some(v)
+        };
+        latest.retain(|(seen, _, _)| *seen != version);
+        latest.push((version, state, success));
+    }
+    let mut applied = Vec::new();
+    let mut failed = Vec::new();
+    for (version, written, success) in latest {
+        match (written, success) {
+            (None, _) => {}
+            (Some(_), true) => applied.push(version),
+            (Some(text), false) => failed.push(text),
         }
     }
     Ok(ForeignHistory::Versions {
