@@ -559,3 +559,30 @@ fn a_failed_create_index_concurrently_drops_its_invalid_index_and_resumes() {
         Some("true")
     );
 }
+
+#[test]
+fn losing_the_lock_between_migrations_stops_with_the_pooler_advice() {
+    // What a transaction-mode pooler does (the next migration runs on a server session that
+    // never took the lock) is reproduced here by a migration that drops startgate's own lock.
+    let db = TestDb::new("init_lock_lost");
+    let dir = migrations(&[
+        ("0001_drop_lock.sql", "SELECT pg_advisory_unlock_all();\n"),
+        ("0002_next.sql", "CREATE TABLE next_one (id int);\n"),
+    ]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    let messages = common::log_messages(&out.stderr);
+    assert!(
+        messages.contains("0002_next.sql: startgate's session no longer holds the migration lock"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains("set STARTGATE_DATABASE_URL to a direct connection"),
+        "{messages}"
+    );
+    assert!(
+        !exists(&db, "next_one"),
+        "nothing is applied without the lock"
+    );
+    assert_eq!(history(&db), "0001:applied");
+}
