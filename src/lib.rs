@@ -22,5 +22,6 @@ pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod schema;
 pub mod supervise;
 pub mod wait;

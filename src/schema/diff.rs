@@ -1,0 +1,1 @@
+//! placeholder: drift between two snapshots (being written).
