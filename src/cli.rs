@@ -52,6 +52,8 @@ enum Command {
         #[arg(long)]
         skip: bool,
     },
+    /// Take a schema backup now (under the migration lock), into STARTGATE_BACKUP_DIR.
+    Backup,
     /// Show who holds the migration lock; with --force, terminate that session.
     Unlock {
         /// Terminate the session holding the lock (its transaction is rolled back).
@@ -136,6 +138,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Status { json } => run::status(&settings, json).await,
             Command::Init => run::init(&settings).await,
+            Command::Backup => run::backup(&settings).await,
             Command::Repair { version, skip } => run::repair(&settings, &version, skip).await,
             Command::Unlock { force } => run::unlock(&settings, force).await,
             Command::Baseline { from, version } => {
@@ -211,6 +214,7 @@ mod tests {
                 "Status { json: true }",
             ),
             (&["startgate", "init"][..], "Init"),
+            (&["startgate", "backup"][..], "Backup"),
         ] {
             let matches = command().try_get_matches_from(args).expect("parses");
             let cli = Cli::from_arg_matches(&matches).expect("converts");

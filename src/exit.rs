@@ -1,10 +1,12 @@
 //! Exit statuses (DESIGN.md "Exit status") and the top-level error that maps every boundary's
 //! error to one of them. Only `main` (through [`crate::cli`]) prints errors and exits.
 
-use crate::backend::{BackendError, ConnectFailureKind, FailureKind};
+use crate::backend::{BackendError, ConnectFailureKind, DumpError, FailureKind};
+use crate::backup::BackupError;
 use crate::config::ConfigErrors;
 use crate::migrate::apply::{LockError, MigrationError};
 use crate::migrate::source::SourceError;
+use crate::supervise::process::RunError;
 use crate::supervise::signals::Stop;
 use crate::wait::WaitError;
 
@@ -48,6 +50,9 @@ pub enum Error {
     /// Boxed: it carries the statement, the server's message and the blocking sessions.
     #[error(transparent)]
     Migration(Box<MigrationError>),
+    /// The backup failed; nothing was applied.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     /// SIGTERM or SIGINT outside a statement (while waiting for the database, say).
     #[error("interrupted by {}", .0.name())]
     Interrupted(Stop),
@@ -80,6 +85,10 @@ impl Error {
                 stop.exit_code()
             }
             Error::Lock(LockError::Backend(_)) => code::INTERNAL,
+            Error::Backup(_) => match self.stop() {
+                Some(stop) => stop.exit_code(),
+                None => code::BACKUP_FAILED,
+            },
             Error::Migration(e) => match e.failure.kind {
                 FailureKind::Interrupted(stop) => stop.exit_code(),
                 // The URL is wrong for migrating: a configuration error.
@@ -97,6 +106,10 @@ impl Error {
                 FailureKind::Interrupted(stop) => Some(stop),
                 _ => None,
             },
+            Error::Backup(BackupError::Dump(DumpError::Run(RunError::Interrupted {
+                stop,
+                ..
+            }))) => Some(*stop),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@
 //! only [`backend`] talks to a database.
 
 pub mod backend;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod dburl;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::backend::postgres::Postgres;
 use crate::backend::{Backend, ForeignHistory, ForeignTool, HistoryWrite, LockKey, TableName};
-use crate::config::Settings;
+use crate::config::{BackupMode, Settings};
 use crate::dburl::{self, DatabaseUrl};
 use crate::exit::Error;
 use crate::migrate::apply::{self, Limits};
@@ -107,42 +107,71 @@ async fn init_on<B: Backend>(
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let result = init_steps(&mut db, settings, local, stop, progress).await;
     db.close().await;
-    let (applied, current) = result?;
+    let outcome = result?;
     progress.enter(Phase::Done);
     let elapsed = started.elapsed().as_millis();
-    let now_at = current
-        .map(|v| format!("now at version {v}"))
-        .unwrap_or_else(|| "no migrations".to_string());
-    let summary = match applied {
-        0 => format!("nothing to apply ({elapsed} ms), {now_at}"),
-        1 => format!("applied 1 migration in {elapsed} ms, {now_at}"),
-        n => format!("applied {n} migrations in {elapsed} ms, {now_at}"),
+    let mut summary = match outcome.applied {
+        0 => format!("nothing to apply ({elapsed} ms)"),
+        1 => format!("applied 1 migration in {elapsed} ms"),
+        n => format!("applied {n} migrations in {elapsed} ms"),
     };
+    match &outcome.current {
+        Some(v) => summary.push_str(&format!(", now at version {v}")),
+        None => summary.push_str(", no migrations applied yet"),
+    }
+    if let Some(backup) = &outcome.backup {
+        summary.push_str(&format!(
+            "; backup {} ({})",
+            backup.path.display(),
+            crate::backup::human_size(backup.size)
+        ));
+    }
+    if let (Some(time), lsn) = &outcome.recovery {
+        summary.push_str(&format!("; recovery point {time}"));
+        if let Some(lsn) = lsn {
+            summary.push_str(&format!(" at WAL {lsn}"));
+        }
+    }
     tracing::info!(
         event = "summary",
-        applied,
+        applied = outcome.applied,
         duration_ms = elapsed as u64,
+        backup = outcome
+            .backup
+            .as_ref()
+            .map(|b| b.path.display().to_string())
+            .unwrap_or_default(),
         "{summary}"
     );
     Ok(crate::exit::code::SUCCESS)
 }
 
-/// The phases after the database is up. Returns how many migrations were applied and the
-/// version the database is at.
+/// What `init` did, for its summary line.
+#[derive(Debug, Default)]
+struct InitOutcome {
+    applied: usize,
+    /// The version the database is at.
+    current: Option<Version>,
+    backup: Option<crate::backup::Backup>,
+    /// The recovery point before the first migration applied (server time, WAL position).
+    recovery: (Option<String>, Option<String>),
+}
+
+/// The phases after the database is up.
 async fn init_steps<B: Backend>(
     db: &mut B,
     settings: &Settings,
     local: &Loaded,
     stop: &StopToken,
     progress: &Progress,
-) -> Result<(usize, Option<Version>), Error> {
+) -> Result<InitOutcome, Error> {
     let table = &settings.history_table;
     progress.enter(Phase::AcquiringLock);
     // Read without the lock first: an up-to-date replica must never queue behind another
-    // replica's long migration.
+    // replica's long migration (unless every run must take a backup).
     let rows = db.read_history(table).await?.unwrap_or_default();
     let first = plan::plan(&local.migrations, &rows, plan_options(settings));
-    if first.is_up_to_date() {
+    if first.is_up_to_date() && settings.backup != BackupMode::Always {
         log_warnings(&first);
         progress.skipped("nothing to apply, no lock needed");
         progress.enter(Phase::BackingUp);
@@ -150,7 +179,10 @@ async fn init_steps<B: Backend>(
         progress.enter(Phase::Migrating);
         progress.skipped("nothing to apply");
         verify(settings, progress);
-        return Ok((0, first.current));
+        return Ok(InitOutcome {
+            current: first.current,
+            ..InitOutcome::default()
+        });
     }
 
     let key = LockKey::for_table(table);
@@ -161,9 +193,9 @@ async fn init_steps<B: Backend>(
     if let Err(e) = db.unlock(key).await {
         tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
     }
-    let done = result?;
+    let outcome = result?;
     verify(settings, progress);
-    Ok(done)
+    Ok(outcome)
 }
 
 /// Under the lock: create the history table, read the history again, refuse an inconsistent
@@ -175,7 +207,7 @@ async fn locked_steps<B: Backend>(
     key: LockKey,
     stop: &StopToken,
     progress: &Progress,
-) -> Result<(usize, Option<Version>), Error> {
+) -> Result<InitOutcome, Error> {
     let table = &settings.history_table;
     db.ensure_history_table(table).await?;
     let rows = db.read_history(table).await?.unwrap_or_default();
@@ -184,16 +216,35 @@ async fn locked_steps<B: Backend>(
     refuse_problems(&plan)?;
 
     progress.enter(Phase::BackingUp);
-    progress.skipped(match settings.backup {
-        crate::config::BackupMode::Never => "STARTGATE_BACKUP=never",
-        _ => "schema backups are not available in this version of startgate",
-    });
+    let backup = match (settings.backup, plan.steps.is_empty()) {
+        (BackupMode::Never, _) => {
+            progress.skipped("STARTGATE_BACKUP=never");
+            None
+        }
+        (BackupMode::Auto, true) => {
+            progress.skipped("nothing to apply");
+            None
+        }
+        _ => {
+            let backup = crate::backup::take(db, settings, plan.current.as_ref(), stop).await?;
+            progress.done(format!(
+                "{} ({})",
+                backup.path.display(),
+                crate::backup::human_size(backup.size)
+            ));
+            Some(backup)
+        }
+    };
 
     progress.enter(Phase::Migrating);
     if plan.steps.is_empty() {
         // Another replica applied everything while this one waited for the lock.
-        progress.skipped("nothing to apply (another replica applied it)");
-        return Ok((0, plan.current));
+        progress.skipped("nothing to apply");
+        return Ok(InitOutcome {
+            current: plan.current,
+            backup,
+            ..InitOutcome::default()
+        });
     }
     let host = host_name();
     let done = apply::apply_steps(
@@ -217,7 +268,77 @@ async fn locked_steps<B: Backend>(
         1 => "applied 1 migration".to_string(),
         n => format!("applied {n} migrations"),
     });
-    Ok((done.len(), current))
+    Ok(InitOutcome {
+        applied: done.len(),
+        current,
+        backup,
+        recovery: done.first().map(|d| d.recovery.clone()).unwrap_or_default(),
+    })
+}
+
+/// `startgate backup`: takes a backup now, under the migration lock.
+pub async fn backup(settings: &Settings) -> Result<u8, Error> {
+    let url = database_url(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let result = on_backend!(url, backup_on(settings, url, &stop, &progress));
+    finish(&progress, &result);
+    result
+}
+
+async fn backup_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let table = &settings.history_table;
+    let key = LockKey::for_table(table);
+    let result = async {
+        progress.enter(Phase::AcquiringLock);
+        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
+        progress.done("holding the migration lock");
+        progress.enter(Phase::BackingUp);
+        let outcome = async {
+            let rows = db.read_history(table).await?.unwrap_or_default();
+            let current = rows
+                .iter()
+                .filter(|r| r.state == RowState::Applied)
+                .map(|r| &r.version)
+                .max()
+                .cloned();
+            let backup = crate::backup::take(&mut db, settings, current.as_ref(), stop).await?;
+            progress.done(format!(
+                "{} ({})",
+                backup.path.display(),
+                crate::backup::human_size(backup.size)
+            ));
+            Ok::<_, Error>(backup)
+        }
+        .await;
+        if let Err(e) = db.unlock(key).await {
+            tracing::warn!(error = %e, "could not release the migration lock");
+        }
+        outcome
+    }
+    .await;
+    db.close().await;
+    let backup = result?;
+    out(&format!("{}\n", backup.path.display()));
+    tracing::info!(
+        event = "summary",
+        file = %backup.path.display(),
+        size = backup.size,
+        "backup {} ({}){}",
+        backup.path.display(),
+        crate::backup::human_size(backup.size),
+        match backup.removed.len() {
+            0 => String::new(),
+            n => format!("; removed {n} older backup{}", if n == 1 { "" } else { "s" }),
+        }
+    );
+    Ok(crate::exit::code::SUCCESS)
 }
 
 /// The verifying phase. Schema verification arrives in a later version; until then the phase

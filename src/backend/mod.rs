@@ -184,8 +184,61 @@ pub trait Backend: Sized {
         tool: ForeignTool,
     ) -> Result<ForeignHistory, BackendError>;
 
+    /// The file extension of this engine's backups (`sql` for a PostgreSQL schema dump).
+    fn backup_extension(&self) -> &'static str;
+
+    /// Writes a backup of the schema to `path` (which must not exist yet; it is created with
+    /// mode 0600). Bounded by `limits`; a stop request ends it.
+    async fn dump_schema(
+        &mut self,
+        path: &std::path::Path,
+        limits: &DumpLimits,
+        stop: &StopToken,
+    ) -> Result<(), DumpError>;
+
     /// Closes the connection cleanly (a dropped connection is closed too, less politely).
     async fn close(self);
+}
+
+/// Bounds for one backup.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpLimits {
+    /// `STARTGATE_BACKUP_TIMEOUT`: the whole dump.
+    pub timeout: Duration,
+    /// How long the dump may wait for a table lock before giving up (`--lock-wait-timeout`).
+    pub lock_wait: Duration,
+    /// SIGTERM, then SIGKILL after this, when the dump must be stopped.
+    pub kill_grace: Duration,
+}
+
+/// Why a backup could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("{tool} not found on PATH: {hint}")]
+    ToolMissing { tool: String, hint: String },
+    #[error("{tool} {tool_version} is older than the server ({server_version}): {hint}")]
+    ToolTooOld {
+        tool: String,
+        tool_version: String,
+        server_version: String,
+        hint: String,
+    },
+    #[error("{tool} failed ({status}){}", if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
+    ToolFailed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error(transparent)]
+    Run(#[from] crate::supervise::process::RunError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Query(String),
 }
 
 /// The migration lock's identity. Derived from the history table's name, so two apps that

@@ -224,6 +224,8 @@ pub struct Done {
     pub version: Version,
     pub file_name: String,
     pub elapsed: Duration,
+    /// The recovery point recorded in its history row (server time, WAL position).
+    pub recovery: (Option<String>, Option<String>),
 }
 
 /// Applies the plan's steps in order, each with its lock-timeout retries. Stops at the first
@@ -310,15 +312,17 @@ pub async fn apply_steps<B: Backend>(
                         duration_ms = applied.elapsed.as_millis() as u64,
                         recovery_time = applied.recovery_time.as_deref().unwrap_or(""),
                         recovery_lsn = applied.recovery_lsn.as_deref().unwrap_or(""),
-                        "applied {} ({} statements) in {} ms",
+                        "applied {} ({} statement{}) in {} ms",
                         m.file_name,
                         applied.statements_run,
+                        if applied.statements_run == 1 { "" } else { "s" },
                         applied.elapsed.as_millis()
                     );
                     done.push(Done {
                         version: m.version.clone(),
                         file_name: m.file_name.clone(),
                         elapsed: applied.elapsed,
+                        recovery: (applied.recovery_time.clone(), applied.recovery_lsn.clone()),
                     });
                     break;
                 }

@@ -7,4 +7,5 @@
 //! migration lock released, and startgate exits 128+N. A second signal changes nothing: the first
 //! one is already being acted on, within a bounded time.
 
+pub mod process;
 pub mod signals;

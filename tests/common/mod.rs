@@ -405,6 +405,11 @@ pub fn startgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output
         }
     }
     cmd.env("STARTGATE_LOG_FORMAT", "json");
+    // Backups go to a directory of this test process, never into the repository.
+    cmd.env(
+        "STARTGATE_BACKUP_DIR",
+        std::env::temp_dir().join(format!("startgate-test-backups-{}", std::process::id())),
+    );
     cmd.envs(env.iter().copied());
     run_bounded(cmd, limit)
 }

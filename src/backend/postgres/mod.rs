@@ -10,6 +10,7 @@
 //! Submodules: [`exec`] runs a statement watched by the monitor session, [`index`] resumes a
 //! failed `CREATE INDEX CONCURRENTLY`, [`foreign`] reads other tools' histories.
 
+pub mod dump;
 mod exec;
 mod foreign;
 mod index;
@@ -23,8 +24,8 @@ use tokio::time::Instant;
 
 use super::{
     Applied, ApplyFailure, ApplyJob, Backend, BackendError, ConnectFailure, ConnectFailureKind,
-    ConnectTarget, DatabaseInfo, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
-    LockHolder, LockKey, TableName,
+    ConnectTarget, DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool,
+    HistoryWrite, LockHolder, LockKey, TableName,
 };
 use crate::config::HistoryTable;
 use crate::migrate::plan::ResumeReason;
@@ -466,6 +467,33 @@ impl Backend for Postgres {
         tool: ForeignTool,
     ) -> Result<ForeignHistory, BackendError> {
         foreign::read(&mut self.conn, tool).await
+    }
+
+    fn backup_extension(&self) -> &'static str {
+        "sql"
+    }
+
+    async fn dump_schema(
+        &mut self,
+        path: &std::path::Path,
+        limits: &DumpLimits,
+        stop: &StopToken,
+    ) -> Result<(), DumpError> {
+        let server_version = self.info.server_version.clone().unwrap_or_default();
+        let application_name =
+            self.target
+                .application_name
+                .replacen("startgate@", "startgate-backup@", 1);
+        dump::dump(
+            &self.target.url,
+            u32::try_from(self.version_num / 10_000).unwrap_or(0),
+            &server_version,
+            &application_name,
+            path,
+            limits,
+            stop,
+        )
+        .await
     }
 
     async fn close(self) {
