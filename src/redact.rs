@@ -19,7 +19,17 @@ static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
 /// process). Empty strings and very short strings are ignored: masking every `a` in a log line
 /// would hide more than it protects, and a one-character password is no secret anyway.
 pub fn register(secrets: impl IntoIterator<Item = String>) {
-    let mut list: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 3).collect();
+    let mut list: Vec<String> = Vec::new();
+    for secret in secrets.into_iter().filter(|s| s.len() >= 3) {
+        // JSON log lines carry text escaped (`"` as `\"`, `\` as `\\`): mask that form too.
+        if let Ok(quoted) = serde_json::to_string(&secret) {
+            let escaped = quoted[1..quoted.len() - 1].to_string();
+            if escaped != secret {
+                list.push(escaped);
+            }
+        }
+        list.push(secret);
+    }
     // Longest first, so that a secret containing another is masked whole.
     list.sort_by_key(|s| std::cmp::Reverse(s.len()));
     list.dedup();

@@ -169,7 +169,9 @@ async fn init_steps<B: Backend>(
     progress.enter(Phase::AcquiringLock);
     // Read without the lock first: an up-to-date replica must never queue behind another
     // replica's long migration (unless every run must take a backup).
-    let rows = db.read_history(table).await?.unwrap_or_default();
+    let rows = stoppable(stop, db.read_history(table))
+        .await?
+        .unwrap_or_default();
     let first = plan::plan(&local.migrations, &rows, plan_options(settings));
     if first.is_up_to_date() && settings.backup != BackupMode::Always {
         log_warnings(&first);
@@ -186,7 +188,7 @@ async fn init_steps<B: Backend>(
     }
 
     let key = LockKey::for_table(table);
-    db.prepare_for_migrating().await?;
+    stoppable(stop, db.prepare_for_migrating()).await?;
     apply::acquire_lock(db, key, settings.lock_wait_timeout, stop).await?;
     progress.done("holding the migration lock");
     let result = locked_steps(db, settings, local, key, stop, progress).await;
@@ -209,8 +211,10 @@ async fn locked_steps<B: Backend>(
     progress: &Progress,
 ) -> Result<InitOutcome, Error> {
     let table = &settings.history_table;
-    db.ensure_history_table(table).await?;
-    let rows = db.read_history(table).await?.unwrap_or_default();
+    stoppable(stop, db.ensure_history_table(table)).await?;
+    let rows = stoppable(stop, db.read_history(table))
+        .await?
+        .unwrap_or_default();
     let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
     log_warnings(&plan);
     refuse_problems(&plan)?;
@@ -301,7 +305,9 @@ async fn backup_on<B: Backend>(
         progress.done("holding the migration lock");
         progress.enter(Phase::BackingUp);
         let outcome = async {
-            let rows = db.read_history(table).await?.unwrap_or_default();
+            let rows = stoppable(stop, db.read_history(table))
+                .await?
+                .unwrap_or_default();
             let current = rows
                 .iter()
                 .filter(|r| r.state == RowState::Applied)
@@ -405,7 +411,9 @@ async fn repair_on<B: Backend>(
         progress.done("holding the migration lock");
         progress.enter(Phase::Migrating);
         let outcome = async {
-            let rows = db.read_history(table).await?.unwrap_or_default();
+            let rows = stoppable(stop, db.read_history(table))
+                .await?
+                .unwrap_or_default();
             let row = rows.iter().find(|r| &r.version == wanted).ok_or_else(|| {
                 Error::Usage(format!(
                     "repair: version {wanted} has no row in {}: nothing to repair",
@@ -419,20 +427,30 @@ async fn repair_on<B: Backend>(
                 )));
             }
             let total = m.statements.len() as u32;
+            if skip && row.statements_done >= total {
+                return Err(Error::Usage(format!(
+                    "repair: every statement of {} is done, so there is nothing to skip; run \
+                     `startgate repair {}` without --skip, and the next init records it as applied",
+                    m.file_name, row.version
+                )));
+            }
             let done = (row.statements_done + u32::from(skip)).min(total);
-            db.write_history(
-                table,
-                &[HistoryWrite {
-                    version: row.version.as_str().to_string(),
-                    name: m.name.clone(),
-                    checksum: m.checksum.clone(),
-                    state: RowState::Failed,
-                    statements_done: done,
-                    applied_by: host_name(),
-                    repaired: true,
-                    error: row.error.clone(),
-                    error_sqlstate: row.error_sqlstate.clone(),
-                }],
+            stoppable(
+                stop,
+                db.write_history(
+                    table,
+                    &[HistoryWrite {
+                        version: row.version.as_str().to_string(),
+                        name: m.name.clone(),
+                        checksum: m.checksum.clone(),
+                        state: RowState::Failed,
+                        statements_done: done,
+                        applied_by: host_name(),
+                        repaired: true,
+                        error: row.error.clone(),
+                        error_sqlstate: row.error_sqlstate.clone(),
+                    }],
+                ),
             )
             .await?;
             let statement = |i: u32| {
@@ -608,15 +626,15 @@ async fn baseline_on<B: Backend>(
                     format!("up to version {v}"),
                 ),
                 Baseline::From(tool) => {
-                    let foreign = db.read_foreign_history(*tool).await?;
+                    let foreign = stoppable(stop, db.read_foreign_history(*tool)).await?;
                     (
                         baseline_from(local, *tool, &foreign)?,
                         format!("from {}'s {}", tool.as_str(), tool.table()),
                     )
                 }
             };
-            db.ensure_history_table(table).await?;
-            let rows = db.read_history(table).await?.unwrap_or_default();
+            stoppable(stop, db.ensure_history_table(table)).await?;
+            let rows = stoppable(stop, db.read_history(table)).await?.unwrap_or_default();
             let mut writes = Vec::new();
             let mut problems = Vec::new();
             let applied_by = match &target {
@@ -648,7 +666,7 @@ async fn baseline_on<B: Backend>(
             if !problems.is_empty() {
                 return Err(Error::Inconsistent(problems));
             }
-            db.write_history(table, &writes).await?;
+            stoppable(stop, db.write_history(table, &writes)).await?;
             let pending = local
                 .migrations
                 .iter()
@@ -821,6 +839,18 @@ fn finish(progress: &Progress, result: &Result<u8, Error>) {
                 i32::from(e.exit_code()),
             ),
         },
+    }
+}
+
+/// Runs one backend call, ended early by a stop request. The call's session may be left
+/// mid-query; startgate is exiting, and the server ends the session (and releases its locks).
+async fn stoppable<T, E: Into<Error>>(
+    stop: &StopToken,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        result = call => result.map_err(Into::into),
+        stop = stop.wait() => Err(Error::Interrupted(stop)),
     }
 }
 

@@ -587,3 +587,86 @@ fn losing_the_lock_between_migrations_stops_with_the_pooler_advice() {
     );
     assert_eq!(history(&db), "0001:applied");
 }
+
+#[test]
+fn a_create_index_concurrently_retried_in_the_same_run_drops_its_invalid_index_first() {
+    let db = TestDb::new("init_cic_retry");
+    let dir = migrations(&[(
+        "0001_tables.sql",
+        "CREATE TABLE t (a int);\nINSERT INTO t SELECT generate_series(1, 1000);\nCREATE TABLE other (id int);\n",
+    )]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    // A comment with non-ASCII characters inside the statement, as real files have.
+    std::fs::write(
+        dir.path().join("0002_index.sql"),
+        "-- startgate:no-transaction\n-- startgate:lock-timeout 1s\nCREATE INDEX CONCURRENTLY /* índice rápido */ t_a_idx ON t (a);\n",
+    )
+    .expect("write");
+    let mut blocker = Blocker::hold(
+        &db,
+        "snapshot-holder",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other;",
+    );
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1800));
+        blocker.release();
+    });
+    // The default retries: the first attempt fails on lock_timeout and leaves an INVALID
+    // index; a retry must drop it before building again.
+    let out = init(&db, dir.path(), &[]);
+    releaser.join().expect("releaser");
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let messages = common::log_messages(&out.stderr);
+    assert!(
+        messages.contains("dropping the INVALID index"),
+        "{messages}"
+    );
+    assert_eq!(history(&db), "0001:applied 0002:applied");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 't_a_idx'::regclass"
+        )
+        .as_deref(),
+        Some("true")
+    );
+}
+
+#[test]
+fn a_failure_inside_the_files_own_transaction_rolls_it_back_and_counts_only_what_stays() {
+    let db = TestDb::new("init_own_tx");
+    let dir = migrations(&[(
+        "0001_own.sql",
+        "-- startgate:no-transaction\nCREATE TABLE x (id int);\nBEGIN;\nINSERT INTO x VALUES (1);\nINSERT INTO x VALUES ('oops');\nCOMMIT;\n",
+    )]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    let messages = common::log_messages(&out.stderr);
+    assert!(
+        messages.contains("0001_own.sql:5: statement 4 failed (22P02)"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains("its first 1 of 5 statements stay applied"),
+        "{messages}"
+    );
+    assert_eq!(history(&db), "0001:failed");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT statements_done::text FROM startgate_migrations"
+        )
+        .as_deref(),
+        Some("1"),
+        "the BEGIN..COMMIT block was rolled back whole"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM x").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").as_deref(),
+        Some("0"),
+        "the lock was released (the session was not stuck in an aborted transaction)"
+    );
+}

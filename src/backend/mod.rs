@@ -184,6 +184,13 @@ pub trait Backend: Sized {
         tool: ForeignTool,
     ) -> Result<ForeignHistory, BackendError>;
 
+    /// The live schema, in a bounded number of catalog queries, with startgate's own history
+    /// table left out.
+    async fn snapshot(
+        &mut self,
+        history: &HistoryTable,
+    ) -> Result<crate::schema::Snapshot, BackendError>;
+
     /// The file extension of this engine's backups (`sql` for a PostgreSQL schema dump).
     fn backup_extension(&self) -> &'static str;
 

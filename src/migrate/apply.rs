@@ -365,7 +365,16 @@ pub async fn apply_steps<B: Backend>(
             if m.options.no_transaction {
                 // The statements before the failed one stay applied; resume at the failed one.
                 from = error.failure.statements_done;
-                resume = Some(ResumeReason::Timeout);
+                // A failed CREATE INDEX CONCURRENTLY left an INVALID index that must go first.
+                let concurrent = m
+                    .statements
+                    .get(from as usize)
+                    .is_some_and(|s| crate::migrate::plan::is_create_index_concurrently(&s.sql));
+                resume = Some(if concurrent {
+                    ResumeReason::ConcurrentIndex
+                } else {
+                    ResumeReason::Timeout
+                });
                 existing = Some(existing.unwrap_or_else(|| m.version.as_str().to_string()));
             }
             attempt += 1;

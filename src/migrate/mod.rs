@@ -56,6 +56,8 @@ pub struct Statement {
     pub sql: String,
     /// 1-based line in the file where the statement's first token is.
     pub line: u32,
+    /// 1-based column (in characters) of that token on its line.
+    pub column: u32,
     /// Byte offset in the file of the statement's first token, so that a server error
     /// position (a character offset within the statement) can be mapped back to the file.
     pub offset: usize,
@@ -109,6 +111,104 @@ impl RowState {
             "failed" => Some(RowState::Failed),
             "applied" => Some(RowState::Applied),
             _ => None,
+        }
+    }
+}
+
+/// For each statement of a no-transaction migration, the index of the first statement a
+/// `ROLLBACK` at that point would undo: `Some(i)` while the file's own transaction (opened by
+/// its `BEGIN` at `i`) is open, `None` in autocommit. Also returns the opener of a transaction
+/// still open after the last statement. Pure: read from the statements' leading keywords.
+///
+/// A failure inside the file's own transaction aborts that transaction on the server, so the
+/// runner must roll it back and count only the statements before the opener as done.
+pub fn transaction_spans(statements: &[Statement]) -> (Vec<Option<usize>>, Option<usize>) {
+    let mut open: Option<usize> = None;
+    let mut spans = Vec::with_capacity(statements.len());
+    for (i, statement) in statements.iter().enumerate() {
+        let words = split::leading_keywords(&statement.sql, 3);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let chained =
+            words.ends_with(&["and", "chain"]) || words.get(1..3) == Some(&["and", "chain"]);
+        match words.as_slice() {
+            ["begin", ..] | ["start", "transaction", ..] => {
+                spans.push(Some(open.unwrap_or(i)));
+                open.get_or_insert(i);
+            }
+            ["rollback", "to", ..] => spans.push(open),
+            ["commit" | "end" | "rollback" | "abort", ..] | ["prepare", "transaction", ..] => {
+                spans.push(open);
+                // `COMMIT AND CHAIN` starts the next transaction at once.
+                open = if chained { Some(i + 1) } else { None };
+            }
+            _ => spans.push(open),
+        }
+    }
+    (spans, open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements(sqls: &[&str]) -> Vec<Statement> {
+        sqls.iter()
+            .enumerate()
+            .map(|(i, sql)| Statement {
+                sql: sql.to_string(),
+                line: i as u32 + 1,
+                column: 1,
+                offset: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tracks_the_files_own_transactions() {
+        for (sqls, spans, open) in [
+            (
+                &["CREATE TABLE a (id int)", "VACUUM a"][..],
+                vec![None, None],
+                None,
+            ),
+            (
+                &[
+                    "CREATE TABLE a (id int)",
+                    "BEGIN",
+                    "INSERT INTO a VALUES (1)",
+                    "COMMIT",
+                    "VACUUM a",
+                ][..],
+                vec![None, Some(1), Some(1), Some(1), None],
+                None,
+            ),
+            (
+                &["START TRANSACTION", "SAVEPOINT s", "ROLLBACK TO s", "END"][..],
+                vec![Some(0), Some(0), Some(0), Some(0)],
+                None,
+            ),
+            (
+                &[
+                    "BEGIN",
+                    "INSERT INTO a VALUES (1)",
+                    "COMMIT AND CHAIN",
+                    "INSERT INTO a VALUES (2)",
+                    "COMMIT",
+                ][..],
+                vec![Some(0), Some(0), Some(0), Some(3), Some(3)],
+                None,
+            ),
+            (
+                &["BEGIN", "CREATE TABLE q (id int)"][..],
+                vec![Some(0), Some(0)],
+                Some(0),
+            ),
+        ] {
+            assert_eq!(
+                transaction_spans(&statements(sqls)),
+                (spans, open),
+                "{sqls:?}"
+            );
         }
     }
 }

@@ -377,6 +377,15 @@ fn resumable(m: &Migration, r: &HistoryRow) -> Result<ResumeReason, String> {
     if r.repaired {
         return Ok(ResumeReason::Repaired);
     }
+    // Only no-transaction migrations leave rows part-way; if the file no longer says so, its
+    // statements would run again in one transaction, from the first.
+    if !m.options.no_transaction {
+        return Err(
+            "the file is no longer a no-transaction migration (its -- startgate:no-transaction \
+             was removed), but it stopped part-way as one"
+                .to_string(),
+        );
+    }
     if r.checksum != m.checksum {
         return Err(format!(
             "the file was changed after it failed (checksum {} in the history, {} on disk)",
@@ -503,13 +512,18 @@ mod tests {
             path: PathBuf::from("migrations").join(&file_name),
             file_name,
             checksum: format!("sum-{version}"),
-            options: MigrationOptions::default(),
+            // Rows stop part-way only for no-transaction migrations.
+            options: MigrationOptions {
+                no_transaction: true,
+                ..MigrationOptions::default()
+            },
             statements: statements
                 .iter()
                 .enumerate()
                 .map(|(i, sql)| Statement {
                     sql: sql.to_string(),
                     line: i as u32 * 2 + 1,
+                    column: 1,
                     offset: 0,
                 })
                 .collect(),
@@ -925,6 +939,34 @@ mod tests {
         let mut repaired = failed("7", 1, Some("42601"), "syntax error");
         repaired.repaired = true;
         check(&[m], &[repaired], DEFAULT, "7:failed", "resume 7@1", &[]);
+    }
+
+    #[test]
+    fn a_failed_row_whose_file_lost_its_no_transaction_directive_needs_repair() {
+        let mut m = file_with(
+            "7",
+            "x",
+            &["INSERT INTO x VALUES (1)", "SELECT pg_sleep(2)"],
+        );
+        m.options.no_transaction = false;
+        check(
+            &[m],
+            &[failed(
+                "7",
+                1,
+                Some("57014"),
+                "canceling statement due to statement timeout",
+            )],
+            DEFAULT,
+            "7:failed",
+            "",
+            &[
+                "7_x.sql stopped part-way at statement 2 (line 3): the file is no longer a no-transaction \
+               migration (its -- startgate:no-transaction was removed), but it stopped part-way as one; \
+               it cannot resume by itself: finish or undo that statement by hand, then run `startgate \
+               repair 7` to retry it, or `startgate repair 7 --skip` to count it as done",
+            ],
+        );
     }
 
     #[test]

@@ -742,9 +742,11 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProble
         .filter_map(|piece| piece.statement.clone())
         .map(|range| {
             let start = applied.start + range.start;
+            let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
             Statement {
                 sql: text[start..applied.start + range.end].to_string(),
                 line: line_of(&lines, start),
+                column: text[line_start..start].chars().count() as u32 + 1,
                 offset: bom_len + start,
             }
         })
@@ -779,6 +781,17 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProble
                 problems.at_line(Some(statement.line), refusal.message());
             }
         }
+    } else if let (_, Some(opener)) = super::transaction_spans(&statements)
+        && let Some(statement) = statements.get(opener)
+    {
+        // startgate records progress between statements; a transaction left open at the end
+        // would swallow that record and be rolled back when the session ends.
+        problems.at_line(
+            Some(statement.line),
+            "this transaction is never committed: a no-transaction migration must end every \
+             transaction it opens (add COMMIT)"
+                .to_string(),
+        );
     }
 
     if !problems.0.is_empty() {
@@ -1181,6 +1194,29 @@ mod tests {
     }
 
     #[test]
+    fn a_no_transaction_file_must_close_its_transactions() {
+        let problems = parse_file(
+            Path::new("m/0001_open.sql"),
+            b"-- startgate:no-transaction\nCREATE TABLE a (id int);\nBEGIN;\nINSERT INTO a VALUES (1);\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "m/0001_open.sql:3: this transaction is never committed: a no-transaction migration \
+              must end every transaction it opens (add COMMIT)"
+            ]
+        );
+        assert!(
+            parse_file(
+                Path::new("m/0001_closed.sql"),
+                b"-- startgate:no-transaction\nBEGIN;\nINSERT INTO a VALUES (1);\nCOMMIT;\nVACUUM a;\n",
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn reports_files_without_statements_and_unterminated_text() {
         check("", &["-: contains no SQL statement"]);
         check(
@@ -1393,12 +1429,13 @@ mod tests {
             Some(message) => check(&text, &[&format!("2: {message}")]),
             None => assert!(parse("0001_x.sql", &text).is_ok(), "{sql:?} refused"),
         }
-        let text = format!("-- startgate:no-transaction\n{text}");
+        // Under no-transaction the file manages its own transactions, and must close them.
+        let text = format!("-- startgate:no-transaction\n{text}COMMIT;\n");
         assert!(
             parse("0001_x.sql", &text).is_ok(),
             "{sql:?} refused under no-transaction"
         );
-        let text = format!("-- migrate:up transaction:false\nSELECT 1;\n{sql};\n");
+        let text = format!("-- migrate:up transaction:false\nSELECT 1;\n{sql};\nCOMMIT;\n");
         assert!(
             parse("0001_x.sql", &text).is_ok(),
             "{sql:?} refused under transaction:false"
@@ -1569,6 +1606,7 @@ mod tests {
             [Statement {
                 sql: "CREATE TABLE users ()".to_string(),
                 line: 2,
+                column: 1,
                 offset: 24,
             }]
         );

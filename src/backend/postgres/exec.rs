@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgErrorPosition};
+use sqlx::{Connection, Row};
 use tokio::time::{Instant, sleep_until};
 
 use super::{describe, sqlstate_of, utc};
@@ -19,15 +19,19 @@ use crate::backend::Blocker;
 use crate::redact;
 use crate::supervise::signals::{Stop, StopToken};
 
-/// How long a statement runs before the monitor starts sampling what blocks it: fast
-/// statements never cost a monitor round trip.
-const SAMPLE_AFTER: Duration = Duration::from_millis(100);
+/// How long a statement runs before the monitor starts sampling what blocks it (at most; the
+/// caller starts sooner when `lock_timeout` is shorter): fast statements never cost a monitor
+/// round trip.
+pub const SAMPLE_AFTER: Duration = Duration::from_millis(100);
 /// Pause between two samples.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// After a cancel, how long to wait for the statement to end before terminating the session.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// After a terminate, how long to wait before giving up on the session altogether.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+/// The longest one monitor query (cancel, terminate, sample) may take: a stalled network must
+/// not stop the escalation or the deadline.
+const MONITOR_QUERY: Duration = Duration::from_secs(2);
 
 /// Why the monitor cancelled a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,19 +56,36 @@ pub struct StatementError {
     pub session_lost: bool,
 }
 
-/// Runs `sql` on `conn` (whose server pid is `pid`) until it ends, watched by `monitor`.
+/// What watches the applying session while it runs a statement.
+pub struct Watcher<'a> {
+    /// The monitor session.
+    pub monitor: &'a mut PgConnection,
+    /// How to open a fresh session when the monitor fails.
+    pub reconnect: &'a PgConnectOptions,
+    /// The applying session's server process id.
+    pub pid: i32,
+    /// When to start sampling what blocks the statement.
+    pub sample_after: Duration,
+}
+
+/// Runs `sql` on `conn` until it ends, watched by `watcher`.
 pub async fn run_watched(
     conn: &mut PgConnection,
-    monitor: &mut PgConnection,
-    pid: i32,
+    watcher: Watcher<'_>,
     sql: &str,
     deadline: Instant,
     stop: &StopToken,
 ) -> Result<(), StatementError> {
+    let Watcher {
+        monitor,
+        reconnect,
+        pid,
+        sample_after,
+    } = watcher;
     let exec = sqlx::raw_sql(sql).execute(&mut *conn);
     tokio::pin!(exec);
     let started = Instant::now();
-    let mut next_sample = started + SAMPLE_AFTER;
+    let mut next_sample = started + sample_after;
     let mut blockers: Vec<Blocker> = Vec::new();
     let mut cancelled: Option<Cancelled> = None;
     let mut cancel_sent: Option<Instant> = None;
@@ -83,12 +104,12 @@ pub async fn run_watched(
             stop = stop.wait(), if cancelled.is_none() => {
                 cancelled = Some(Cancelled::Stop(stop));
                 cancel_sent = Some(Instant::now());
-                cancel(monitor, pid).await;
+                signal_backend(monitor, reconnect, "pg_cancel_backend", pid).await;
             }
             _ = sleep_until(deadline), if cancelled.is_none() => {
                 cancelled = Some(Cancelled::Deadline);
                 cancel_sent = Some(Instant::now());
-                cancel(monitor, pid).await;
+                signal_backend(monitor, reconnect, "pg_cancel_backend", pid).await;
             }
             _ = sleep_until(next_sample), if cancelled.is_none() => {
                 let sample = sample_blockers(monitor, pid).await;
@@ -100,7 +121,7 @@ pub async fn run_watched(
             _ = sleep_until(cancel_sent.map_or(far, |at| at + CANCEL_GRACE)), if terminate_sent.is_none() => {
                 tracing::warn!(pid, "the statement did not end after a cancel; terminating its session");
                 terminate_sent = Some(Instant::now());
-                terminate(monitor, pid).await;
+                signal_backend(monitor, reconnect, "pg_terminate_backend", pid).await;
             }
             _ = sleep_until(terminate_sent.map_or(far, |at| at + TERMINATE_GRACE)) => {
                 return Err(StatementError {
@@ -152,19 +173,34 @@ fn statement_error(
     }
 }
 
-/// Asks the server to cancel the applying session's statement. A failure is logged: the
-/// escalation to terminate follows on its own.
-async fn cancel(monitor: &mut PgConnection, pid: i32) {
-    let sql = format!("SELECT pg_cancel_backend({pid})");
-    if let Err(e) = sqlx::raw_sql(&sql).execute(&mut *monitor).await {
-        tracing::warn!(pid, error = %describe(&e), "could not cancel the migration statement");
-    }
-}
-
-async fn terminate(monitor: &mut PgConnection, pid: i32) {
-    let sql = format!("SELECT pg_terminate_backend({pid})");
-    if let Err(e) = sqlx::raw_sql(&sql).execute(&mut *monitor).await {
-        tracing::warn!(pid, error = %describe(&e), "could not terminate the migration session");
+/// Calls `function` (`pg_cancel_backend` or `pg_terminate_backend`) on `pid` through the
+/// monitor session, bounded in time; if the monitor fails or stalls (an idle-session timeout
+/// ended it, the network dropped it), through a fresh session. A failure is logged: the
+/// escalation (terminate, then giving up) follows on its own.
+async fn signal_backend(
+    monitor: &mut PgConnection,
+    reconnect: &PgConnectOptions,
+    function: &str,
+    pid: i32,
+) {
+    let sql = format!("SELECT {function}({pid})");
+    let first =
+        tokio::time::timeout(MONITOR_QUERY, sqlx::raw_sql(&sql).execute(&mut *monitor)).await;
+    let error = match first {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => describe(&e),
+        Err(_) => "the monitor session did not answer".to_string(),
+    };
+    tracing::warn!(pid, error = %error, "{function} through the monitor session failed; trying a new session");
+    let fresh = async {
+        let mut conn = PgConnection::connect_with(reconnect).await?;
+        sqlx::raw_sql(&sql).execute(&mut conn).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(MONITOR_QUERY * 2, fresh).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(pid, error = %describe(&e), "{function} failed"),
+        Err(_) => tracing::warn!(pid, "{function} failed: the server did not answer"),
     }
 }
 
@@ -176,7 +212,9 @@ async fn sample_blockers(monitor: &mut PgConnection, pid: i32) -> Vec<Blocker> {
          FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids({pid})) ORDER BY pid",
         utc("query_start")
     );
-    match sqlx::raw_sql(&sql).fetch_all(&mut *monitor).await {
+    let sample =
+        tokio::time::timeout(MONITOR_QUERY, sqlx::raw_sql(&sql).fetch_all(&mut *monitor)).await;
+    match sample.unwrap_or(Err(sqlx::Error::PoolTimedOut)) {
         Ok(rows) => rows
             .iter()
             .filter_map(|row| {

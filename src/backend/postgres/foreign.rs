@@ -18,6 +18,14 @@ use crate::backend::{BackendError, ForeignHistory, ForeignTool};
 use crate::migrate::Version;
 
 fn query_error(tool: ForeignTool, e: &sqlx::Error) -> BackendError {
+    if tool == ForeignTool::GolangMigrate
+        && matches!(sqlstate_of(e).as_deref(), Some(sqlstate::UNDEFINED_COLUMN))
+    {
+        return BackendError::MissingTable {
+            table: "schema_migrations with a dirty column".to_string(),
+            hint: "this schema_migrations looks like dbmate's: is --from dbmate right?".to_string(),
+        };
+    }
     if matches!(sqlstate_of(e).as_deref(), Some(sqlstate::UNDEFINED_TABLE)) {
         return BackendError::MissingTable {
             table: tool.table().to_string(),

@@ -58,19 +58,25 @@ fn tokens(sql: &str) -> Vec<Token> {
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
+        // Byte comparisons only: the text may hold multi-byte characters anywhere (in a comment,
+        // say), and slicing a `str` inside one would panic.
+        let rest = &bytes[i..];
         if c.is_ascii_whitespace() {
             i += 1;
-        } else if sql[i..].starts_with("--") {
-            i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
-        } else if sql[i..].starts_with("/*") {
+        } else if rest.starts_with(b"--") {
+            i = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |n| i + n + 1);
+        } else if rest.starts_with(b"/*") {
             // Nested comments, as PostgreSQL reads them.
             let mut depth = 0usize;
             while i < bytes.len() {
-                if sql[i..].starts_with("/*") {
+                if bytes[i..].starts_with(b"/*") {
                     depth += 1;
                     i += 2;
-                } else if sql[i..].starts_with("*/") {
-                    depth -= 1;
+                } else if bytes[i..].starts_with(b"*/") {
+                    depth = depth.saturating_sub(1);
                     i += 2;
                     if depth == 0 {
                         break;
@@ -80,22 +86,24 @@ fn tokens(sql: &str) -> Vec<Token> {
                 }
             }
         } else if c == b'"' {
-            let mut text = String::new();
+            let mut text = Vec::new();
             i += 1;
             while i < bytes.len() {
-                if sql[i..].starts_with("\"\"") {
-                    text.push('"');
+                if bytes[i..].starts_with(b"\"\"") {
+                    text.push(b'"');
                     i += 2;
                 } else if bytes[i] == b'"' {
                     i += 1;
                     break;
                 } else {
-                    let ch = sql[i..].chars().next().unwrap_or('\u{fffd}');
-                    text.push(ch);
-                    i += ch.len_utf8().max(1);
+                    text.push(bytes[i]);
+                    i += 1;
                 }
             }
-            out.push(Token::Word { text, quoted: true });
+            out.push(Token::Word {
+                text: String::from_utf8_lossy(&text).into_owned(),
+                quoted: true,
+            });
         } else if c == b'.' {
             out.push(Token::Dot);
             i += 1;
@@ -112,7 +120,7 @@ fn tokens(sql: &str) -> Vec<Token> {
                 i += 1;
             }
             out.push(Token::Word {
-                text: sql[start..i].to_ascii_lowercase(),
+                text: String::from_utf8_lossy(&bytes[start..i]).to_ascii_lowercase(),
                 quoted: false,
             });
         } else {
@@ -208,6 +216,10 @@ mod tests {
         check(
             "CREATE INDEX CONCURRENTLY -- why\n i ON t(a)",
             Some((Some("i"), None, "t")),
+        );
+        check(
+            "CREATE INDEX CONCURRENTLY /* índice è */ \"ïx\" ON t (a)",
+            Some((Some("ïx"), None, "t")),
         );
         check("CREATE INDEX i ON t (a)", None);
         check("DROP INDEX CONCURRENTLY i", None);

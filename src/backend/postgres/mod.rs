@@ -10,6 +10,9 @@
 //! Submodules: [`exec`] runs a statement watched by the monitor session, [`index`] resumes a
 //! failed `CREATE INDEX CONCURRENTLY`, [`foreign`] reads other tools' histories.
 
+mod catalog;
+#[doc(hidden)]
+pub use catalog::{round_trips_for_tests, snapshot_for_tests};
 pub mod dump;
 mod exec;
 mod foreign;
@@ -43,6 +46,7 @@ mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_COLUMN: &str = "42703";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const QUERY_CANCELED: &str = "57014";
@@ -62,6 +66,8 @@ pub struct Postgres {
     target: ConnectTarget,
     /// Opened by `prepare_for_migrating`; cancels and samples for the applying session.
     monitor: Option<PgConnection>,
+    /// The `lock_timeout` of the migration being applied, to sample blockers in time.
+    statement_lock_timeout: Duration,
 }
 
 /// Quotes an identifier for PostgreSQL: `"` around it, inner `"` doubled.
@@ -236,6 +242,7 @@ impl Backend for Postgres {
             version_num,
             target: target.clone(),
             monitor: None,
+            statement_lock_timeout: Duration::ZERO,
         })
     }
 
@@ -366,9 +373,14 @@ impl Backend for Postgres {
 
     async fn unlock(&mut self, key: LockKey) -> Result<(), BackendError> {
         let sql = format!("SELECT pg_advisory_unlock({})", key.0);
-        let row = sqlx::raw_sql(&sql)
-            .fetch_one(&mut self.conn)
+        // Bounded: after a lost or stalled session the release cannot happen here, and the
+        // server releases the lock when the session ends.
+        let row = tokio::time::timeout(UNLOCK_LIMIT, sqlx::raw_sql(&sql).fetch_one(&mut self.conn))
             .await
+            .map_err(|_| BackendError::Query {
+                what: "releasing the migration lock".to_string(),
+                message: "the server did not answer".to_string(),
+            })?
             .map_err(|e| query_error("releasing the migration lock", &e))?;
         if !row.try_get::<bool, _>(0).unwrap_or(false) {
             tracing::warn!("the migration lock was not held by this session when releasing it");
@@ -390,13 +402,21 @@ impl Backend for Postgres {
     async fn ensure_history_table(&mut self, table: &HistoryTable) -> Result<(), BackendError> {
         let what = format!("creating the history table {}", TableName(table));
         let schema_missing = format!(
-            "SELECT to_regnamespace({}) IS NULL",
-            quote_literal(&quote_ident(&table.schema))
+            "SELECT to_regnamespace({}) IS NULL, to_regclass({}) IS NOT NULL",
+            quote_literal(&quote_ident(&table.schema)),
+            quote_literal(&quoted_table(table))
         );
         let row = sqlx::raw_sql(&schema_missing)
             .fetch_one(&mut self.conn)
             .await
             .map_err(|e| query_error(&what, &e))?;
+        // Already there: nothing to create (and no "already exists" notice in the log).
+        if row
+            .try_get::<bool, _>(1)
+            .map_err(|e| query_error(&what, &e))?
+        {
+            return Ok(());
+        }
         let mut sql = format!("BEGIN; {}", self.local_lock_timeout());
         if row
             .try_get::<bool, _>(0)
@@ -421,6 +441,7 @@ impl Backend for Postgres {
         job: &ApplyJob<'_>,
         stop: &StopToken,
     ) -> Result<Applied, ApplyFailure> {
+        self.statement_lock_timeout = job.lock_timeout;
         if job.migration.options.no_transaction {
             self.apply_statement_by_statement(job, stop).await
         } else {
@@ -469,6 +490,20 @@ impl Backend for Postgres {
         foreign::read(&mut self.conn, tool).await
     }
 
+    async fn snapshot(
+        &mut self,
+        history: &HistoryTable,
+    ) -> Result<crate::schema::Snapshot, BackendError> {
+        let server_version = self.info.server_version.clone().unwrap_or_default();
+        catalog::snapshot(
+            &mut self.conn,
+            history,
+            &server_version,
+            millis(self.target.lock_timeout),
+        )
+        .await
+    }
+
     fn backup_extension(&self) -> &'static str {
         "sql"
     }
@@ -497,11 +532,12 @@ impl Backend for Postgres {
     }
 
     async fn close(self) {
-        // Closing is a courtesy to the server; a failure here changes nothing for the caller.
+        // Closing is a courtesy to the server, bounded so that a stalled network cannot hold
+        // startgate's exit; a dropped connection is closed by the server too.
         if let Some(monitor) = self.monitor {
-            let _ = monitor.close().await;
+            let _ = tokio::time::timeout(CLOSE_LIMIT, monitor.close()).await;
         }
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(CLOSE_LIMIT, self.conn.close()).await;
     }
 }
 
@@ -521,6 +557,11 @@ struct RowValues<'a> {
     error: Option<&'a str>,
     repaired: bool,
 }
+
+/// The longest releasing the migration lock may take.
+const UNLOCK_LIMIT: Duration = Duration::from_secs(5);
+/// The longest closing a session may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// What stays the same in every write of one no-transaction migration's row.
 struct RowBase<'a> {
@@ -624,7 +665,8 @@ fn millis(d: Duration) -> u128 {
 /// points: (line, column).
 fn locate(statement: &Statement, position: usize) -> (u32, u32) {
     let mut line = statement.line;
-    let mut column = 1u32;
+    // On its first line the statement starts at its own column, not the line's.
+    let mut column = statement.column;
     for c in statement.sql.chars().take(position.saturating_sub(1)) {
         if c == '\n' {
             line += 1;
@@ -679,7 +721,33 @@ impl Postgres {
                 session_lost: false,
             });
         };
-        exec::run_watched(&mut self.conn, monitor, self.pid, sql, deadline, stop).await
+        // Sample blockers before lock_timeout can expire, so that a short one still names them.
+        let sample_after = match self.statement_lock_timeout {
+            t if t.is_zero() => exec::SAMPLE_AFTER,
+            t => exec::SAMPLE_AFTER.min(t / 3),
+        };
+        let reconnect = connect_options(&self.target)
+            .map(|o| o.application_name(&monitor_name(&self.target.application_name)));
+        let reconnect = match reconnect {
+            Ok(options) => options,
+            Err(message) => {
+                return Err(StatementError {
+                    sqlstate: None,
+                    message,
+                    position: None,
+                    cancelled: None,
+                    blockers: Vec::new(),
+                    session_lost: false,
+                });
+            }
+        };
+        let watcher = exec::Watcher {
+            monitor,
+            reconnect: &reconnect,
+            pid: self.pid,
+            sample_after,
+        };
+        exec::run_watched(&mut self.conn, watcher, sql, deadline, stop).await
     }
 
     async fn apply_in_transaction(
@@ -707,7 +775,9 @@ impl Postgres {
             self.rollback_quietly().await;
             return Err(lock_lost(0));
         }
-        for (i, statement) in m.statements.iter().enumerate() {
+        // A repaired migration resumes at its failed statement, even in a transaction.
+        let from = job.from_statement as usize;
+        for (i, statement) in m.statements.iter().enumerate().skip(from) {
             if let Some(stop) = stop.stopped() {
                 self.rollback_quietly().await;
                 return Err(interrupted_between(stop, i as u32, statement, 0));
@@ -747,7 +817,7 @@ impl Postgres {
             return Err(connection_failure(&e, 0));
         }
         Ok(Applied {
-            statements_run: m.statements.len() as u32,
+            statements_run: m.statements.len().saturating_sub(from) as u32,
             elapsed,
             recovery_time,
             recovery_lsn,
@@ -824,12 +894,18 @@ impl Postgres {
                     self.progress(job.history, version, done).await;
                 }
                 Err(e) => {
-                    return Err(self.fail_statement(job, &base, e, done, statement).await);
+                    return Err(self
+                        .fail_statement(job, &base, e, done, done, statement)
+                        .await);
                 }
             }
         }
 
+        // Which statements run inside the file's own transactions: a failure there aborts the
+        // transaction, which must be rolled back, and undoes the statements since its BEGIN.
+        let (spans, _) = crate::migrate::transaction_spans(&m.statements);
         while let Some(statement) = m.statements.get(done as usize) {
+            let undo_from = spans.get(done as usize).copied().flatten();
             if let Some(stop) = stop.stopped() {
                 let failure = interrupted_between(stop, done, statement, done);
                 let error = StatementError {
@@ -840,12 +916,16 @@ impl Postgres {
                     blockers: Vec::new(),
                     session_lost: false,
                 };
+                let kept = self.undo_open_transaction(undo_from, done, &error).await;
                 return Err(self
-                    .fail_statement(job, &base, error, done, statement)
+                    .fail_statement(job, &base, error, done, kept, statement)
                     .await);
             }
             if let Err(e) = self.run(&statement.sql, deadline, stop).await {
-                return Err(self.fail_statement(job, &base, e, done, statement).await);
+                let kept = self.undo_open_transaction(undo_from, done, &e).await;
+                return Err(self
+                    .fail_statement(job, &base, e, done, kept, statement)
+                    .await);
             }
             done += 1;
             if done < total {
@@ -869,6 +949,23 @@ impl Postgres {
         })
     }
 
+    /// After a failure at statement `done` inside the file's own transaction (opened at
+    /// `undo_from`): rolls that transaction back and returns how many statements stay applied.
+    async fn undo_open_transaction(
+        &mut self,
+        undo_from: Option<usize>,
+        done: u32,
+        error: &StatementError,
+    ) -> u32 {
+        match undo_from {
+            Some(from) if !error.session_lost => {
+                self.rollback_quietly().await;
+                u32::try_from(from).unwrap_or(done).min(done)
+            }
+            _ => done,
+        }
+    }
+
     /// Records a completed statement. A failure to record it is logged, not fatal: the
     /// statement did take effect, and a later run finds the row `running` and refuses to guess.
     async fn progress(&mut self, table: &HistoryTable, version: &str, done: u32) {
@@ -884,11 +981,14 @@ impl Postgres {
 
     /// Marks the row `failed` with the statement and the error (when the session still works),
     /// resets the session's timeouts, and builds the failure.
+    /// `index` is the failing statement's; `done` how many statements stay applied.
+    #[allow(clippy::too_many_arguments)]
     async fn fail_statement(
         &mut self,
         job: &ApplyJob<'_>,
         base: &RowBase<'_>,
         error: StatementError,
+        index: u32,
         done: u32,
         statement: &Statement,
     ) -> ApplyFailure {
@@ -903,7 +1003,7 @@ impl Postgres {
             }
             self.reset_timeouts().await;
         }
-        statement_failure(error, done, statement, job, done)
+        statement_failure(error, index, statement, job, done)
     }
 
     async fn reset_timeouts(&mut self) {
@@ -934,31 +1034,41 @@ impl Postgres {
             blockers: Vec::new(),
             session_lost: !matches!(e, sqlx::Error::Database(_)),
         };
+        let table = quote_literal(&index.qualified_table());
         let invalid: Vec<String> = match index.qualified_index() {
             Some(name) => {
                 let sql = format!(
-                    "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass({})",
+                    "SELECT indisvalid, indrelid = to_regclass({table}) FROM pg_index \
+                     WHERE indexrelid = to_regclass({})",
                     quote_literal(&name)
                 );
                 let rows = sqlx::raw_sql(&sql)
                     .fetch_all(&mut self.conn)
                     .await
                     .map_err(lookup_error)?;
-                match rows.first().map(|r| r.try_get::<bool, _>(0)) {
-                    None => return Ok(IndexResume::Run),
-                    Some(Ok(true)) => {
+                let Some(row) = rows.first() else {
+                    return Ok(IndexResume::Run);
+                };
+                let valid: bool = row.try_get(0).map_err(lookup_error)?;
+                let ours: bool = row.try_get(1).map_err(lookup_error)?;
+                match (ours, valid) {
+                    // Another table's index of that name: not ours to drop or to count; the
+                    // statement runs and PostgreSQL says the name is taken.
+                    (false, _) => return Ok(IndexResume::Run),
+                    (true, true) => {
                         tracing::info!(index = %name, "the index was built before the failure was recorded; counting the statement as done");
                         return Ok(IndexResume::AlreadyBuilt);
                     }
-                    Some(Ok(false)) => vec![name],
-                    Some(Err(e)) => return Err(lookup_error(e)),
+                    (true, false) => vec![name],
                 }
             }
             None => {
+                // An unnamed index cannot be looked up by name: the table's INVALID indexes,
+                // except those another session is building right now.
                 let sql = format!(
                     "SELECT indexrelid::regclass::text FROM pg_index \
-                     WHERE indrelid = to_regclass({}) AND NOT indisvalid",
-                    quote_literal(&index.qualified_table())
+                     WHERE indrelid = to_regclass({table}) AND NOT indisvalid \
+                     AND indexrelid NOT IN (SELECT index_relid FROM pg_stat_progress_create_index)"
                 );
                 let rows = sqlx::raw_sql(&sql)
                     .fetch_all(&mut self.conn)
