@@ -150,12 +150,29 @@ pub async fn take<B: Backend>(
     }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
+    // The snapshot beside it, so that the backup can be checked after a restore (`verify`
+    // with STARTGATE_EXPECT_SCHEMA pointing at it).
+    let snapshot_path = path.with_extension("json");
+    match db.snapshot(&settings.history_table).await {
+        Ok(mut snapshot) => {
+            crate::schema::normalise(&mut snapshot);
+            write_private(&snapshot_path, crate::schema::to_json(&snapshot).as_bytes())?;
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(BackupError::Dump(DumpError::Query(format!(
+                "taking the schema snapshot beside the backup: {e}"
+            ))));
+        }
+    }
+
     // Retention: the newest `keep` backups of this database stay.
     let mut removed = Vec::new();
     for old in backups_of(dir, &database, ext)
         .into_iter()
         .skip(settings.backup_keep as usize)
     {
+        let _ = std::fs::remove_file(old.with_extension("json"));
         match std::fs::remove_file(&old) {
             Ok(()) => removed.push(old),
             Err(e) => {
@@ -203,6 +220,28 @@ fn finish(partial: &Path, path: &Path) -> Result<(), BackupError> {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` with mode 0600, through a temporary name and a rename.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("json.partial");
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&partial, path));
+    result.map_err(|source| {
+        let _ = std::fs::remove_file(&partial);
+        BackupError::Finish {
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }
 
 /// Quotes a path for `sh`: `'…'`, with `'` written as `'\''`.

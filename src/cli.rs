@@ -54,6 +54,15 @@ enum Command {
     },
     /// Take a schema backup now (under the migration lock), into STARTGATE_BACKUP_DIR.
     Backup,
+    /// Verify the live schema: STARTGATE_REQUIRE, STARTGATE_EXPECT_SCHEMA, and no INVALID
+    /// index. Exit 0, or 8 listing every difference.
+    Verify,
+    /// Print the live schema snapshot (with --json, the format STARTGATE_EXPECT_SCHEMA reads).
+    Schema {
+        /// Print the stable, sorted JSON document instead of the readable form.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show who holds the migration lock; with --force, terminate that session.
     Unlock {
         /// Terminate the session holding the lock (its transaction is rolled back).
@@ -139,6 +148,8 @@ pub fn main() -> ExitCode {
             Command::Status { json } => run::status(&settings, json).await,
             Command::Init => run::init(&settings).await,
             Command::Backup => run::backup(&settings).await,
+            Command::Verify => run::verify(&settings).await,
+            Command::Schema { json } => run::schema(&settings, json).await,
             Command::Repair { version, skip } => run::repair(&settings, &version, skip).await,
             Command::Unlock { force } => run::unlock(&settings, force).await,
             Command::Baseline { from, version } => {
@@ -215,6 +226,11 @@ mod tests {
             ),
             (&["startgate", "init"][..], "Init"),
             (&["startgate", "backup"][..], "Backup"),
+            (&["startgate", "verify"][..], "Verify"),
+            (
+                &["startgate", "schema", "--json"][..],
+                "Schema { json: true }",
+            ),
         ] {
             let matches = command().try_get_matches_from(args).expect("parses");
             let cli = Cli::from_arg_matches(&matches).expect("converts");

@@ -50,6 +50,9 @@ pub enum Error {
     /// Boxed: it carries the statement, the server's message and the blocking sessions.
     #[error(transparent)]
     Migration(Box<MigrationError>),
+    /// The schema is not what the app expects: every failing difference listed.
+    #[error("schema verification failed:\n{}", .0.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    Verify(Vec<String>),
     /// The backup failed; nothing was applied.
     #[error(transparent)]
     Backup(#[from] BackupError),
@@ -85,6 +88,7 @@ impl Error {
                 stop.exit_code()
             }
             Error::Lock(LockError::Backend(_)) => code::INTERNAL,
+            Error::Verify(_) => code::VERIFY_FAILED,
             Error::Backup(_) => match self.stop() {
                 Some(stop) => stop.exit_code(),
                 None => code::BACKUP_FAILED,

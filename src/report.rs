@@ -30,6 +30,11 @@ pub struct StatusReport {
     /// Why `init` would refuse to apply anything (exit 7).
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// Schema differences that fail verification (exit 8 when nothing else is due), checked
+    /// against `STARTGATE_REQUIRE` / `STARTGATE_EXPECT_SCHEMA`, and INVALID indexes always.
+    pub drift: Vec<String>,
+    /// Differences that only warn (extra objects under `STARTGATE_VERIFY=subset`).
+    pub drift_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -145,7 +150,21 @@ impl StatusReport {
             migrations,
             problems: plan.problems.iter().map(ToString::to_string).collect(),
             warnings: plan.warnings.clone(),
+            drift: Vec::new(),
+            drift_warnings: Vec::new(),
         }
+    }
+
+    /// Adds the schema check. Drift decides the status only when the history is consistent and
+    /// nothing is pending: with pending migrations, the drift may be nothing but their absence.
+    pub fn with_drift(mut self, failures: Vec<String>, warnings: Vec<String>) -> StatusReport {
+        if !failures.is_empty() && self.status == "up-to-date" {
+            self.status = "drift";
+            self.exit_code = code::VERIFY_FAILED;
+        }
+        self.drift = failures;
+        self.drift_warnings = warnings;
+        self
     }
 
     /// The stable JSON document, pretty-printed, ending in a newline.
@@ -218,6 +237,18 @@ impl StatusReport {
             out.push_str("\nwarnings:\n");
             for w in &self.warnings {
                 out.push_str(&format!("  - {w}\n"));
+            }
+        }
+        if !self.drift.is_empty() {
+            out.push_str("\nschema drift:\n");
+            for d in &self.drift {
+                out.push_str(&format!("  - {d}\n"));
+            }
+        }
+        if !self.drift_warnings.is_empty() {
+            out.push_str("\nschema warnings:\n");
+            for d in &self.drift_warnings {
+                out.push_str(&format!("  - {d}\n"));
             }
         }
         if !self.next.is_empty() && self.problems.is_empty() {

@@ -22,6 +22,8 @@ use crate::migrate::{RowState, Version};
 use crate::phase::Phase;
 use crate::progress::Progress;
 use crate::report::StatusReport;
+use crate::schema::Snapshot;
+use crate::schema::diff::{Difference, Kind, Mode, Verdict, judge};
 use crate::supervise::signals::{self, StopToken};
 use crate::wait::wait_for_database;
 
@@ -40,8 +42,12 @@ macro_rules! on_backend {
 pub async fn status(settings: &Settings, json: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
     let local = load_migrations(settings)?;
+    let expectations = load_expectations(settings)?;
     let progress = Progress::new();
-    let result = on_backend!(url, status_on(settings, url, &local, json, &progress));
+    let result = on_backend!(
+        url,
+        status_on(settings, url, &local, &expectations, json, &progress)
+    );
     finish(&progress, &result);
     result
 }
@@ -50,6 +56,7 @@ async fn status_on<B: Backend>(
     settings: &Settings,
     url: &DatabaseUrl,
     local: &Loaded,
+    expectations: &Expectations,
     json: bool,
     progress: &Progress,
 ) -> Result<u8, Error> {
@@ -63,6 +70,7 @@ async fn status_on<B: Backend>(
         }
     };
     let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
+    let verdict = check_schema(&mut db, settings, expectations).await;
     let report = StatusReport::new(
         &plan,
         &local.migrations,
@@ -71,6 +79,11 @@ async fn status_on<B: Backend>(
         settings.migrations.display().to_string(),
     );
     db.close().await;
+    let verdict = verdict?;
+    let report = report.with_drift(
+        verdict.failures.iter().map(ToString::to_string).collect(),
+        verdict.warnings.iter().map(ToString::to_string).collect(),
+    );
     let text = if json {
         report.to_json()
     } else {
@@ -85,27 +98,47 @@ async fn status_on<B: Backend>(
 pub async fn init(settings: &Settings) -> Result<u8, Error> {
     let url = database_url(settings)?;
     let local = load_migrations(settings)?;
+    let expectations = load_expectations(settings)?;
     let stop = listen_for_signals()?;
     let progress = Progress::new();
     let started = Instant::now();
     let result = on_backend!(
         url,
-        init_on(settings, url, &local, &stop, &progress, started)
+        init_on(
+            settings,
+            url,
+            &local,
+            &expectations,
+            &stop,
+            &progress,
+            started
+        )
     );
     finish(&progress, &result);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn init_on<B: Backend>(
     settings: &Settings,
     url: &DatabaseUrl,
     local: &Loaded,
+    expectations: &Expectations,
     stop: &StopToken,
     progress: &Progress,
     started: Instant,
 ) -> Result<u8, Error> {
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
-    let result = init_steps(&mut db, settings, local, stop, progress).await;
+    let result = async {
+        let outcome = init_steps(&mut db, settings, local, stop, progress).await?;
+        stoppable(
+            stop,
+            verify_phase(&mut db, settings, expectations, progress),
+        )
+        .await?;
+        Ok::<_, Error>(outcome)
+    }
+    .await;
     db.close().await;
     let outcome = result?;
     progress.enter(Phase::Done);
@@ -180,7 +213,6 @@ async fn init_steps<B: Backend>(
         progress.skipped("nothing to apply");
         progress.enter(Phase::Migrating);
         progress.skipped("nothing to apply");
-        verify(settings, progress);
         return Ok(InitOutcome {
             current: first.current,
             ..InitOutcome::default()
@@ -195,9 +227,7 @@ async fn init_steps<B: Backend>(
     if let Err(e) = db.unlock(key).await {
         tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
     }
-    let outcome = result?;
-    verify(settings, progress);
-    Ok(outcome)
+    result
 }
 
 /// Under the lock: create the history table, read the history again, refuse an inconsistent
@@ -347,19 +377,166 @@ async fn backup_on<B: Backend>(
     Ok(crate::exit::code::SUCCESS)
 }
 
-/// The verifying phase. Schema verification arrives in a later version; until then the phase
-/// says what it did not check.
-fn verify(settings: &Settings, progress: &Progress) {
-    progress.enter(Phase::Verifying);
-    if settings.require.is_empty() && settings.expect_schema.is_none() {
-        progress
-            .skipped("nothing to verify (STARTGATE_REQUIRE and STARTGATE_EXPECT_SCHEMA are unset)");
-    } else {
-        tracing::warn!(
-            "STARTGATE_REQUIRE and STARTGATE_EXPECT_SCHEMA are not checked by this version of startgate"
-        );
-        progress.skipped("schema verification is not available in this version of startgate");
+/// What the verifying phase checks, read (and checked) before the database is touched.
+#[derive(Debug, Clone)]
+struct Expectations {
+    expected: Option<Snapshot>,
+    required: Vec<crate::config::Required>,
+    mode: Mode,
+}
+
+impl Expectations {
+    /// Whether a full snapshot is needed (otherwise only INVALID indexes are checked).
+    fn need_snapshot(&self) -> bool {
+        self.expected.is_some() || !self.required.is_empty()
     }
+}
+
+/// Reads `STARTGATE_EXPECT_SCHEMA` (a missing, unreadable or malformed file is a usage error,
+/// exit 2) and `STARTGATE_REQUIRE`.
+fn load_expectations(settings: &Settings) -> Result<Expectations, Error> {
+    let expected = match &settings.expect_schema {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Usage(format!(
+                    "STARTGATE_EXPECT_SCHEMA={}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?;
+            Some(crate::schema::from_json(&text).map_err(|e| {
+                Error::Usage(format!("STARTGATE_EXPECT_SCHEMA={}: {e}", path.display()))
+            })?)
+        }
+    };
+    Ok(Expectations {
+        expected,
+        required: settings.require.clone(),
+        mode: Mode::from(settings.verify),
+    })
+}
+
+/// Checks the live schema against the expectations; every INVALID index fails, whatever the
+/// mode. Returns the verdict (warnings included) without deciding the exit status.
+async fn check_schema<B: Backend>(
+    db: &mut B,
+    settings: &Settings,
+    expectations: &Expectations,
+) -> Result<Verdict, Error> {
+    let differences = if expectations.need_snapshot() {
+        let live = db.snapshot(&settings.history_table).await?;
+        crate::schema::diff::differences(
+            expectations.expected.as_ref(),
+            &expectations.required,
+            &live,
+        )
+    } else {
+        db.invalid_indexes()
+            .await?
+            .into_iter()
+            .map(|name| Difference {
+                kind: Kind::Invalid,
+                message: format!("index {name} is INVALID"),
+            })
+            .collect()
+    };
+    Ok(judge(differences, expectations.mode))
+}
+
+/// The verifying phase: exit 8 listing every failing difference; warnings are logged.
+async fn verify_phase<B: Backend>(
+    db: &mut B,
+    settings: &Settings,
+    expectations: &Expectations,
+    progress: &Progress,
+) -> Result<(), Error> {
+    progress.enter(Phase::Verifying);
+    let verdict = check_schema(db, settings, expectations).await?;
+    for warning in &verdict.warnings {
+        tracing::warn!(event = "verify.warning", "{warning}");
+    }
+    if !verdict.passed() {
+        return Err(Error::Verify(
+            verdict.failures.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let what = match (&expectations.expected, expectations.required.len()) {
+        (Some(_), 0) => "the schema matches STARTGATE_EXPECT_SCHEMA".to_string(),
+        (Some(_), n) => format!("the schema matches STARTGATE_EXPECT_SCHEMA and {n} requirements"),
+        (None, 0) => {
+            "no INVALID index (STARTGATE_REQUIRE and STARTGATE_EXPECT_SCHEMA are unset)".to_string()
+        }
+        (None, n) => format!("{n} requirements met, no INVALID index"),
+    };
+    match verdict.warnings.len() {
+        0 => progress.done(what),
+        n => progress.done(format!(
+            "{what}, {n} warning{}",
+            if n == 1 { "" } else { "s" }
+        )),
+    }
+    Ok(())
+}
+
+/// `startgate verify`: the verifying phase alone; exit 0, or 8 listing every difference.
+pub async fn verify(settings: &Settings) -> Result<u8, Error> {
+    let url = database_url(settings)?;
+    let expectations = load_expectations(settings)?;
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let result = on_backend!(
+        url,
+        verify_on(settings, url, &expectations, &stop, &progress)
+    );
+    finish(&progress, &result);
+    result
+}
+
+async fn verify_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    expectations: &Expectations,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let result = stoppable(
+        stop,
+        verify_phase(&mut db, settings, expectations, progress),
+    )
+    .await;
+    db.close().await;
+    result?;
+    out("schema verified\n");
+    Ok(crate::exit::code::SUCCESS)
+}
+
+/// `startgate schema [--json]`: prints the live schema snapshot.
+pub async fn schema(settings: &Settings, json: bool) -> Result<u8, Error> {
+    let url = database_url(settings)?;
+    let progress = Progress::new();
+    let result = on_backend!(url, schema_on(settings, url, json, &progress));
+    finish(&progress, &result);
+    result
+}
+
+async fn schema_on<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    json: bool,
+    progress: &Progress,
+) -> Result<u8, Error> {
+    let mut db: B = connect(settings, url, progress).await?;
+    let snapshot = db.snapshot(&settings.history_table).await;
+    db.close().await;
+    let mut snapshot = snapshot?;
+    crate::schema::normalise(&mut snapshot);
+    out(&if json {
+        crate::schema::to_json(&snapshot)
+    } else {
+        crate::schema::to_text(&snapshot)
+    });
+    Ok(crate::exit::code::SUCCESS)
 }
 
 /// `startgate repair VERSION [--skip]`: clears a failed no-transaction migration so the next

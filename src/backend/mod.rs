@@ -191,6 +191,11 @@ pub trait Backend: Sized {
         history: &HistoryTable,
     ) -> Result<crate::schema::Snapshot, BackendError>;
 
+    /// Indexes left INVALID (by a failed `CREATE INDEX CONCURRENTLY`), as operators name them;
+    /// one cheap query, so the verifying phase can always check them. Indexes another session
+    /// is building right now are not counted.
+    async fn invalid_indexes(&mut self) -> Result<Vec<String>, BackendError>;
+
     /// The file extension of this engine's backups (`sql` for a PostgreSQL schema dump).
     fn backup_extension(&self) -> &'static str;
 

@@ -504,6 +504,27 @@ impl Backend for Postgres {
         .await
     }
 
+    async fn invalid_indexes(&mut self) -> Result<Vec<String>, BackendError> {
+        let sql = "SELECT n.nspname, c.relname FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg_toast%' \
+             AND i.indexrelid NOT IN (SELECT index_relid FROM pg_stat_progress_create_index) \
+             ORDER BY 1, 2";
+        let what = "looking for INVALID indexes";
+        let rows = sqlx::raw_sql(sql)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| query_error(what, &e))?;
+        rows.iter()
+            .map(|row| {
+                let schema: String = row.try_get(0).map_err(|e| query_error(what, &e))?;
+                let name: String = row.try_get(1).map_err(|e| query_error(what, &e))?;
+                Ok(crate::schema::display_name(&schema, &name))
+            })
+            .collect()
+    }
+
     fn backup_extension(&self) -> &'static str {
         "sql"
     }
