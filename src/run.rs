@@ -328,13 +328,13 @@ async fn backup_on<B: Backend>(
 ) -> Result<u8, Error> {
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let table = &settings.history_table;
-    let key = LockKey::for_table(table);
-    let result = async {
-        progress.enter(Phase::AcquiringLock);
-        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
-        progress.done("holding the migration lock");
-        progress.enter(Phase::BackingUp);
-        let outcome = async {
+    let result = under_lock(
+        &mut db,
+        settings,
+        stop,
+        progress,
+        Phase::BackingUp,
+        async |db: &mut B| {
             let rows = stoppable(stop, db.read_history(table))
                 .await?
                 .unwrap_or_default();
@@ -344,20 +344,15 @@ async fn backup_on<B: Backend>(
                 .map(|r| &r.version)
                 .max()
                 .cloned();
-            let backup = crate::backup::take(&mut db, settings, current.as_ref(), stop).await?;
+            let backup = crate::backup::take(&mut *db, settings, current.as_ref(), stop).await?;
             progress.done(format!(
                 "{} ({})",
                 backup.path.display(),
                 crate::backup::human_size(backup.size)
             ));
             Ok::<_, Error>(backup)
-        }
-        .await;
-        if let Err(e) = db.unlock(key).await {
-            tracing::warn!(error = %e, "could not release the migration lock");
-        }
-        outcome
-    }
+        },
+    )
     .await;
     db.close().await;
     let backup = result?;
@@ -581,13 +576,13 @@ async fn repair_on<B: Backend>(
         })?;
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let table = &settings.history_table;
-    let key = LockKey::for_table(table);
-    let result = async {
-        progress.enter(Phase::AcquiringLock);
-        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
-        progress.done("holding the migration lock");
-        progress.enter(Phase::Migrating);
-        let outcome = async {
+    let result = under_lock(
+        &mut db,
+        settings,
+        stop,
+        progress,
+        Phase::Migrating,
+        async |db: &mut B| {
             let rows = stoppable(stop, db.read_history(table))
                 .await?
                 .unwrap_or_default();
@@ -652,13 +647,8 @@ async fn repair_on<B: Backend>(
                 format!("repaired {}: {next}", m.file_name)
             };
             Ok::<_, Error>(message)
-        }
-        .await;
-        if let Err(e) = db.unlock(key).await {
-            tracing::warn!(error = %e, "could not release the migration lock");
-        }
-        outcome
-    }
+        },
+    )
     .await;
     db.close().await;
     let message = result?;
@@ -790,13 +780,7 @@ async fn baseline_on<B: Backend>(
 ) -> Result<u8, Error> {
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let table = &settings.history_table;
-    let key = LockKey::for_table(table);
-    let result = async {
-        progress.enter(Phase::AcquiringLock);
-        apply::acquire_lock(&mut db, key, settings.lock_wait_timeout, stop).await?;
-        progress.done("holding the migration lock");
-        progress.enter(Phase::Migrating);
-        let outcome = async {
+    let result = under_lock(&mut db, settings, stop, progress, Phase::Migrating, async |db: &mut B| {
             let (versions, source) = match &target {
                 Baseline::UpTo(v) => (
                     baseline_up_to(local, v)?,
@@ -859,13 +843,7 @@ async fn baseline_on<B: Backend>(
                 writes.len(),
                 if writes.len() == 1 { "" } else { "s" },
             ))
-        }
-        .await;
-        if let Err(e) = db.unlock(key).await {
-            tracing::warn!(error = %e, "could not release the migration lock");
-        }
-        outcome
-    }
+    })
     .await;
     db.close().await;
     let message = result?;
@@ -1017,6 +995,28 @@ fn finish(progress: &Progress, result: &Result<u8, Error>) {
             ),
         },
     }
+}
+
+/// Takes the migration lock, enters `phase`, runs `body`, and releases the lock on every path
+/// out of it (should startgate die instead, the server releases it with the session).
+async fn under_lock<B: Backend, T>(
+    db: &mut B,
+    settings: &Settings,
+    stop: &StopToken,
+    progress: &Progress,
+    phase: Phase,
+    body: impl AsyncFnOnce(&mut B) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let key = LockKey::for_table(&settings.history_table);
+    progress.enter(Phase::AcquiringLock);
+    apply::acquire_lock(db, key, settings.lock_wait_timeout, stop).await?;
+    progress.done("holding the migration lock");
+    progress.enter(phase);
+    let outcome = body(db).await;
+    if let Err(e) = db.unlock(key).await {
+        tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
+    }
+    outcome
 }
 
 /// Runs one backend call, ended early by a stop request. The call's session may be left
