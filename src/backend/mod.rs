@@ -228,7 +228,9 @@ pub struct DumpLimits {
 pub enum DumpError {
     #[error("{tool} not found on PATH: {hint}")]
     ToolMissing { tool: String, hint: String },
-    #[error("{tool} {tool_version} is older than the server ({server_version}): {hint}")]
+    #[error(
+        "{tool} is too old for the server: `{tool} --version` says {tool_version:?}, the server is {server_version}: {hint}"
+    )]
     ToolTooOld {
         tool: String,
         tool_version: String,

@@ -604,7 +604,8 @@ fn policy(out: &mut Out, table: &str, e: &Policy, l: &Policy) {
     .into_iter()
     .filter_map(|(part, differs)| differs.then_some(part))
     .collect();
-    let verb = if parts.len() == 1 {
+    // "roles" is plural on its own: "roles differ", "USING differs".
+    let verb = if parts.len() == 1 && parts[0] != "roles" {
         "differs"
     } else {
         "differ"

@@ -30,8 +30,9 @@ const INSTALL_HINT: &str = "install the PostgreSQL client tools of the server's 
 pub fn tool_major(version_output: &str) -> Option<u32> {
     let after = version_output.split(')').nth(1)?.trim_start();
     let number = after.split_whitespace().next()?;
-    let mut parts = number.split('.');
-    let major: u32 = parts.next()?.parse().ok()?;
+    // The leading digits: `15.20` → 15, and a pre-release such as `18beta1` → 18.
+    let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
+    let major: u32 = digits.parse().ok()?;
     // Before PostgreSQL 10 the major version had two parts (9.6); those are all older than
     // any server startgate supports, so the first part is enough to compare.
     Some(major)
@@ -160,7 +161,15 @@ async fn check_version(
     let version = output.trim().to_string();
     match tool_major(&version) {
         Some(major) if major >= server_major => Ok(()),
-        _ => Err(DumpError::ToolTooOld {
+        None => Err(DumpError::ToolFailed {
+            tool: format!("{TOOL} --version"),
+            status: "unreadable version".to_string(),
+            stderr: format!(
+                "cannot read a major version from {version:?}; pg_dump must be of major version \
+                 {server_major} or newer"
+            ),
+        }),
+        Some(_) => Err(DumpError::ToolTooOld {
             tool: TOOL.to_string(),
             tool_version: if version.is_empty() {
                 "(no version printed)".to_string()
@@ -207,7 +216,8 @@ mod tests {
             ),
             ("pg_dump (PostgreSQL) 17.2", Some(17)),
             ("pg_dump (PostgreSQL) 9.6.24", Some(9)),
-            ("pg_dump (PostgreSQL) 18beta1", None),
+            ("pg_dump (PostgreSQL) 18beta1", Some(18)),
+            ("pg_dump (PostgreSQL) devel", None),
             ("something else", None),
         ] {
             assert_eq!(tool_major(output), major, "{output}");
