@@ -66,6 +66,8 @@ pub struct Postgres {
     target: ConnectTarget,
     /// Opened by `prepare_for_migrating`; cancels and samples for the applying session.
     monitor: Option<PgConnection>,
+    /// How to open a fresh monitor session; built once (parsing options reads `~/.pgpass`).
+    monitor_options: Option<PgConnectOptions>,
     /// The `lock_timeout` of the migration being applied, to sample blockers in time.
     statement_lock_timeout: Duration,
 }
@@ -242,6 +244,7 @@ impl Backend for Postgres {
             version_num,
             target: target.clone(),
             monitor: None,
+            monitor_options: None,
             statement_lock_timeout: Duration::ZERO,
         })
     }
@@ -312,6 +315,7 @@ impl Backend for Postgres {
                     message,
                 })?
                 .application_name(&monitor_name(&self.target.application_name));
+            self.monitor_options = Some(options.clone());
             let monitor = tokio::time::timeout(
                 self.target.attempt_timeout,
                 PgConnection::connect_with(&options),
@@ -747,24 +751,21 @@ impl Postgres {
             t if t.is_zero() => exec::SAMPLE_AFTER,
             t => exec::SAMPLE_AFTER.min(t / 3),
         };
-        let reconnect = connect_options(&self.target)
-            .map(|o| o.application_name(&monitor_name(&self.target.application_name)));
-        let reconnect = match reconnect {
-            Ok(options) => options,
-            Err(message) => {
-                return Err(StatementError {
-                    sqlstate: None,
-                    message,
-                    position: None,
-                    cancelled: None,
-                    blockers: Vec::new(),
-                    session_lost: false,
-                });
-            }
+        let Some(reconnect) = self.monitor_options.as_ref() else {
+            return Err(StatementError {
+                sqlstate: None,
+                message:
+                    "internal error: no monitor options (prepare_for_migrating was not called)"
+                        .to_string(),
+                position: None,
+                cancelled: None,
+                blockers: Vec::new(),
+                session_lost: false,
+            });
         };
         let watcher = exec::Watcher {
             monitor,
-            reconnect: &reconnect,
+            reconnect,
             pid: self.pid,
             sample_after,
         };
