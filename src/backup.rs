@@ -66,18 +66,18 @@ pub fn file_name(database: &str, at: SystemTime, version: Option<&Version>, ext:
     format!("{}-{stamp}-v{version}.{ext}", database_part(database))
 }
 
-/// The database name as it appears in backup file names.
+/// The database name as it appears in backup file names: letters, digits, `_`, `-` and `.` as
+/// they are, every other byte percent-encoded, so that two databases (`app db`, `app_db`) never
+/// share a name, and retention never removes another database's backups.
 fn database_part(database: &str) -> String {
-    let part: String = database
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut part = String::with_capacity(database.len());
+    for byte in database.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') {
+            part.push(char::from(byte));
+        } else {
+            part.push_str(&format!("%{byte:02X}"));
+        }
+    }
     if part.is_empty() {
         "database".to_string()
     } else {
@@ -156,7 +156,13 @@ pub async fn take<B: Backend>(
     match db.snapshot(&settings.history_table).await {
         Ok(mut snapshot) => {
             crate::schema::normalise(&mut snapshot);
-            write_private(&snapshot_path, crate::schema::to_json(&snapshot).as_bytes())?;
+            if let Err(e) =
+                write_private(&snapshot_path, crate::schema::to_json(&snapshot).as_bytes())
+            {
+                // A backup without its snapshot is not reported as taken.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
         }
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -323,7 +329,11 @@ mod tests {
         );
         assert_eq!(
             file_name("my app/prod", at, None, "sql"),
-            "my_app_prod-20251121T060102.123Z-v0.sql"
+            "my%20app%2Fprod-20251121T060102.123Z-v0.sql"
+        );
+        assert_ne!(
+            file_name("app db", at, None, "sql"),
+            file_name("app_db", at, None, "sql")
         );
         let later = at + Duration::from_millis(1);
         assert!(file_name("app", at, None, "sql") < file_name("app", later, None, "sql"));

@@ -705,6 +705,26 @@ fn a_pg_dump_older_than_the_server_is_refused_naming_both_versions() {
 }
 
 #[test]
+fn a_dump_that_exits_zero_but_is_truncated_is_not_a_backup() {
+    // pg_dump exits 0 when its last buffered write fails on a full disk: the dump then lacks
+    // its closing line, and must not be kept under a backup's name.
+    let project = one_pending("backup_truncated_dump");
+    let path = fake_dump_step(
+        &project,
+        "echo '-- PostgreSQL database dump'\necho 'CREATE TABLE half ('\nexit 0",
+    );
+    let out = project.init(&[("PATH", path.as_str())]);
+    assert_eq!(out.code, 5, "{}", shown(&out));
+    let messages = log_messages(&out.stderr);
+    assert!(
+        messages.contains("is incomplete (it lacks pg_dump's closing line; is the disk full?)"),
+        "{messages}"
+    );
+    assert_nothing_applied(&project);
+    assert_no_backup_files(&project);
+}
+
+#[test]
 fn a_failing_pg_dump_is_reported_with_its_error_line() {
     let project = one_pending("backup_failing_pg_dump");
     let path = fake_dump_step(

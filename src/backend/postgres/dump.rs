@@ -110,10 +110,11 @@ pub async fn dump(
         .arg(dump_url(url)?)
         .env("PGAPPNAME", application_name)
         .env("PGCONNECT_TIMEOUT", "10");
-    match url.password() {
-        Some(password) => command.env("PGPASSWORD", password),
-        None => command.env_remove("PGPASSWORD"),
-    };
+    // A password in the URL wins; otherwise an inherited PGPASSWORD stays, as it does for
+    // startgate's own connection.
+    if let Some(password) = url.password() {
+        command.env("PGPASSWORD", password);
+    }
     let finished = run_bounded(
         TOOL,
         command,
@@ -131,7 +132,39 @@ pub async fn dump(
             stderr: finished.stderr_summary(),
         });
     }
+    // pg_dump can exit 0 when its last buffered write failed (a full disk): only a dump that
+    // ends with its completion trailer is a backup.
+    if !ends_with_trailer(path) {
+        return Err(DumpError::ToolFailed {
+            tool: TOOL.to_string(),
+            status: "exit 0".to_string(),
+            stderr: format!(
+                "the dump in {} is incomplete (it lacks pg_dump's closing line; is the disk full?)",
+                path.display()
+            ),
+        });
+    }
     Ok(())
+}
+
+/// The line pg_dump writes last in a plain-format dump.
+const TRAILER: &[u8] = b"-- PostgreSQL database dump complete";
+
+fn ends_with_trailer(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    // The trailer sits in the last few hundred bytes (newer versions add an `\unrestrict`).
+    let from = len.saturating_sub(512);
+    let mut tail = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut tail).is_err() {
+        return false;
+    }
+    tail.windows(TRAILER.len()).any(|w| w == TRAILER)
 }
 
 async fn check_version(
