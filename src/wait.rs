@@ -103,7 +103,8 @@ pub async fn wait_for_database<B: Backend>(
                 last: failure,
             });
         }
-        let pause = delays.next().unwrap_or(MAX_DELAY).min(left);
+        // backon adds its jitter on top of the maximum: clamp after it.
+        let pause = delays.next().unwrap_or(MAX_DELAY).min(MAX_DELAY).min(left);
         tracing::warn!(
             url = %url,
             attempt = attempts,

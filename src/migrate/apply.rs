@@ -114,7 +114,12 @@ pub async fn acquire_lock<B: Backend>(
                 holder: last_holder.map(Box::new),
             });
         }
-        let pause = delays.next().unwrap_or(LOCK_POLL_MAX).min(left);
+        // backon adds its jitter on top of the maximum: clamp after it.
+        let pause = delays
+            .next()
+            .unwrap_or(LOCK_POLL_MAX)
+            .min(LOCK_POLL_MAX)
+            .min(left);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             stop = stop.wait() => return Err(LockError::Interrupted(stop)),
@@ -338,7 +343,7 @@ pub async fn apply_steps<B: Backend>(
             if error.failure.kind != FailureKind::LockTimeout || attempt > limits.lock_retries {
                 return Err(error);
             }
-            let pause = retry_delays.next().unwrap_or(RETRY_MAX);
+            let pause = retry_delays.next().unwrap_or(RETRY_MAX).min(RETRY_MAX);
             tracing::warn!(
                 event = "migration.retry",
                 version = %m.version,
