@@ -197,12 +197,18 @@ pub async fn take<B: Backend>(
     })
 }
 
-/// Creates the directory (mode 0700) if it is missing.
+/// Creates the directory if it is missing: it, and every parent it creates, mode 0700.
 fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        // The umask filters DirBuilder's mode; the directory holding the dumps gets exactly
+        // 0700 whatever the umask.
         .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|source| BackupError::Directory {
             path: dir.display().to_string(),
@@ -362,6 +368,17 @@ mod tests {
                 "app-20251121T060102.123Z-v1.sql"
             ]
         );
+    }
+
+    #[test]
+    fn creates_missing_directories_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b/backups");
+        ensure_dir(&dir).unwrap();
+        for path in [root.path().join("a"), root.path().join("a/b"), dir] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
     }
 
     #[test]
