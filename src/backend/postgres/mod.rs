@@ -433,11 +433,7 @@ impl Backend for Postgres {
         }
         sql.push_str(&history_table_ddl(table));
         sql.push_str("; COMMIT");
-        if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
-            self.rollback_quietly().await;
-            return Err(query_error(&what, &e));
-        }
-        Ok(())
+        self.execute_or_roll_back(&sql, &what).await
     }
 
     async fn apply(
@@ -480,11 +476,7 @@ impl Backend for Postgres {
             sql.push_str("; ");
         }
         sql.push_str("COMMIT");
-        if let Err(e) = sqlx::raw_sql(&sql).execute(&mut self.conn).await {
-            self.rollback_quietly().await;
-            return Err(query_error(&what, &e));
-        }
-        Ok(())
+        self.execute_or_roll_back(&sql, &what).await
     }
 
     async fn read_foreign_history(
@@ -719,6 +711,16 @@ impl Postgres {
             0 => String::new(),
             ms => format!("SET LOCAL lock_timeout = '{ms}ms'; "),
         }
+    }
+
+    /// Runs a `BEGIN; …; COMMIT` text; on failure rolls the transaction back and says what
+    /// was being done.
+    async fn execute_or_roll_back(&mut self, sql: &str, what: &str) -> Result<(), BackendError> {
+        if let Err(e) = sqlx::raw_sql(sql).execute(&mut self.conn).await {
+            self.rollback_quietly().await;
+            return Err(query_error(what, &e));
+        }
+        Ok(())
     }
 
     async fn rollback_quietly(&mut self) {
