@@ -314,7 +314,7 @@ impl Backend for Postgres {
                     what: "opening the monitor session".to_string(),
                     message,
                 })?
-                .application_name(&monitor_name(&self.target.application_name));
+                .application_name(&role_name(&self.target.application_name, "monitor"));
             self.monitor_options = Some(options.clone());
             let monitor = tokio::time::timeout(
                 self.target.attempt_timeout,
@@ -532,10 +532,7 @@ impl Backend for Postgres {
         stop: &StopToken,
     ) -> Result<(), DumpError> {
         let server_version = self.info.server_version.clone().unwrap_or_default();
-        let application_name =
-            self.target
-                .application_name
-                .replacen("startgate@", "startgate-backup@", 1);
+        let application_name = role_name(&self.target.application_name, "backup");
         dump::dump(
             &self.target.url,
             u32::try_from(self.version_num / 10_000).unwrap_or(0),
@@ -591,6 +588,27 @@ struct RowBase<'a> {
 }
 
 impl<'a> RowBase<'a> {
+    /// The row of `job`'s migration: keyed by the existing row's version text when resuming,
+    /// so the row is updated in place even when the file writes the version differently.
+    fn new(
+        job: &'a ApplyJob<'a>,
+        recovery: (Option<&'a str>, Option<&'a str>),
+        started: Instant,
+    ) -> RowBase<'a> {
+        let m = job.migration;
+        RowBase {
+            version: job
+                .existing_version
+                .as_deref()
+                .unwrap_or(m.version.as_str()),
+            name: &m.name,
+            checksum: &m.checksum,
+            applied_by: job.applied_by,
+            recovery,
+            started,
+        }
+    }
+
     fn values<'b>(
         &self,
         state: RowState,
@@ -650,6 +668,17 @@ fn upsert_sql(table: &HistoryTable, v: &RowValues<'_>) -> String {
         code = opt(v.error_sqlstate),
         error = opt(v.error),
         repaired = v.repaired,
+    )
+}
+
+/// The first message of a migration: the job's timeouts (`SET` for the session, or `SET LOCAL`
+/// inside the migration's transaction), then [`head_select`].
+fn head_sql(job: &ApplyJob<'_>, set: &str) -> String {
+    format!(
+        "{set} lock_timeout = '{}ms'; {set} statement_timeout = '{}ms'; {}",
+        millis(job.lock_timeout),
+        millis(job.statement_timeout),
+        head_select(job.lock)
     )
 }
 
@@ -782,12 +811,7 @@ impl Postgres {
         let started = Instant::now();
         let deadline = started + job.timeout;
         let m = job.migration;
-        let head = format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {}",
-            millis(job.lock_timeout),
-            millis(job.statement_timeout),
-            head_select(job.lock)
-        );
+        let head = format!("BEGIN; {}", head_sql(job, "SET LOCAL"));
         let (held, recovery_time, recovery_lsn) = match self.head(&head).await {
             Ok(head) => head,
             Err(e) => {
@@ -814,26 +838,16 @@ impl Postgres {
             }
         }
         let elapsed = started.elapsed();
+        let base = RowBase::new(
+            job,
+            (recovery_time.as_deref(), recovery_lsn.as_deref()),
+            started,
+        );
         let tail = format!(
             "{}; COMMIT",
             upsert_sql(
                 job.history,
-                &RowValues {
-                    version: job
-                        .existing_version
-                        .as_deref()
-                        .unwrap_or(m.version.as_str()),
-                    name: &m.name,
-                    checksum: &m.checksum,
-                    state: RowState::Applied,
-                    statements_done: m.statements.len() as u32,
-                    execution_ms: Some(elapsed.as_millis() as i64),
-                    applied_by: job.applied_by,
-                    recovery: (recovery_time.as_deref(), recovery_lsn.as_deref()),
-                    error_sqlstate: None,
-                    error: None,
-                    repaired: false,
-                },
+                &base.values(RowState::Applied, m.statements.len() as u32, None)
             )
         );
         if let Err(e) = sqlx::raw_sql(&tail).execute(&mut self.conn).await {
@@ -871,18 +885,9 @@ impl Postgres {
         let started = Instant::now();
         let deadline = started + job.timeout;
         let m = job.migration;
-        let version = job
-            .existing_version
-            .as_deref()
-            .unwrap_or(m.version.as_str());
         let total = m.statements.len() as u32;
         let mut done = job.from_statement.min(total);
-        let head = format!(
-            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'; {}",
-            millis(job.lock_timeout),
-            millis(job.statement_timeout),
-            head_select(job.lock)
-        );
+        let head = head_sql(job, "SET");
         let (held, recovery_time, recovery_lsn) = match self.head(&head).await {
             Ok(head) => head,
             Err(e) => {
@@ -894,14 +899,11 @@ impl Postgres {
             self.reset_timeouts().await;
             return Err(lock_lost(done));
         }
-        let base = RowBase {
-            version,
-            name: &m.name,
-            checksum: &m.checksum,
-            applied_by: job.applied_by,
-            recovery: (recovery_time.as_deref(), recovery_lsn.as_deref()),
+        let base = RowBase::new(
+            job,
+            (recovery_time.as_deref(), recovery_lsn.as_deref()),
             started,
-        };
+        );
         let running = upsert_sql(job.history, &base.values(RowState::Running, done, None));
         if let Err(e) = sqlx::raw_sql(&running).execute(&mut self.conn).await {
             self.reset_timeouts().await;
@@ -915,7 +917,7 @@ impl Postgres {
                 Ok(IndexResume::Run) => {}
                 Ok(IndexResume::AlreadyBuilt) => {
                     done += 1;
-                    self.progress(job.history, version, done).await;
+                    self.progress(job.history, base.version, done).await;
                 }
                 Err(e) => {
                     return Err(self
@@ -953,7 +955,7 @@ impl Postgres {
             }
             done += 1;
             if done < total {
-                self.progress(job.history, version, done).await;
+                self.progress(job.history, base.version, done).await;
             }
         }
 
@@ -1172,9 +1174,10 @@ fn connect_options(target: &ConnectTarget) -> Result<PgConnectOptions, String> {
     Ok(options)
 }
 
-/// The monitor session's `application_name`: `startgate-monitor@HOST`.
-fn monitor_name(application_name: &str) -> String {
-    let mut name = application_name.replacen("startgate@", "startgate-monitor@", 1);
+/// The `application_name` of one of startgate's other sessions (`startgate-monitor@HOST`,
+/// `startgate-backup@HOST`), cut to the 63 bytes PostgreSQL keeps.
+fn role_name(application_name: &str, role: &str) -> String {
+    let mut name = application_name.replacen("startgate@", &format!("startgate-{role}@"), 1);
     while name.len() > 63 {
         name.pop();
     }
