@@ -4,7 +4,7 @@
 use crate::backend::{BackendError, ConnectFailureKind, DumpError, FailureKind};
 use crate::backup::BackupError;
 use crate::config::ConfigErrors;
-use crate::migrate::apply::{LockError, MigrationError};
+use crate::migrate::apply::{LockError, MigrationError, StepsError};
 use crate::migrate::source::SourceError;
 use crate::supervise::process::RunError;
 use crate::supervise::signals::Stop;
@@ -61,6 +61,15 @@ pub enum Error {
     Interrupted(Stop),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<StepsError> for Error {
+    fn from(e: StepsError) -> Error {
+        match e {
+            StepsError::Migration(e) => e.into(),
+            StepsError::File(e) => Error::Source(e),
+        }
+    }
 }
 
 impl From<MigrationError> for Error {

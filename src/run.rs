@@ -17,8 +17,8 @@ use crate::dburl::{self, DatabaseUrl};
 use crate::exit::Error;
 use crate::migrate::apply::{self, Limits};
 use crate::migrate::plan::{self, Plan, PlanOptions};
-use crate::migrate::source::{self, Loaded};
-use crate::migrate::{RowState, Version};
+use crate::migrate::source::{self, Loaded, SourceError};
+use crate::migrate::{HistoryRow, RowState, Version};
 use crate::phase::Phase;
 use crate::progress::Progress;
 use crate::report::StatusReport;
@@ -69,7 +69,13 @@ async fn status_on<B: Backend>(
             return Err(e.into());
         }
     };
-    let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
+    let plan = match plan_files(local, &rows, settings, &mut Checked::new()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
     let verdict = check_schema(&mut db, settings, expectations).await;
     let report = StatusReport::new(
         &plan,
@@ -97,17 +103,22 @@ async fn status_on<B: Backend>(
 /// 0 with a summary line, or with the documented status of what went wrong.
 pub async fn init(settings: &Settings) -> Result<u8, Error> {
     let url = database_url(settings)?;
-    let local = load_migrations(settings)?;
     let expectations = load_expectations(settings)?;
     let stop = listen_for_signals()?;
-    let progress = Progress::new();
     let started = Instant::now();
+    // Every start reads every migration file: on other threads, while the database answers
+    // the connection. A problem in them still ends the run at once (see `connect_and_load`).
+    let loading = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || load_migrations(&settings))
+    };
+    let progress = Progress::new();
     let result = on_backend!(
         url,
         init_on(
             settings,
             url,
-            &local,
+            loading,
             &expectations,
             &stop,
             &progress,
@@ -122,15 +133,16 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
 async fn init_on<B: Backend>(
     settings: &Settings,
     url: &DatabaseUrl,
-    local: &Loaded,
+    loading: Loading,
     expectations: &Expectations,
     stop: &StopToken,
     progress: &Progress,
     started: Instant,
 ) -> Result<u8, Error> {
-    let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
+    let (mut db, mut files) =
+        connect_while_reading::<B>(settings, url, loading, stop, progress).await?;
     let result = async {
-        let outcome = init_steps(&mut db, settings, local, stop, progress).await?;
+        let outcome = init_steps(&mut db, settings, &mut files, stop, progress).await?;
         stoppable(
             stop,
             verify_phase(&mut db, settings, expectations, progress),
@@ -194,7 +206,7 @@ struct InitOutcome {
 async fn init_steps<B: Backend>(
     db: &mut B,
     settings: &Settings,
-    local: &Loaded,
+    files: &mut Files,
     stop: &StopToken,
     progress: &Progress,
 ) -> Result<InitOutcome, Error> {
@@ -202,10 +214,12 @@ async fn init_steps<B: Backend>(
     progress.enter(Phase::AcquiringLock);
     // Read without the lock first: an up-to-date replica must never queue behind another
     // replica's long migration (unless every run must take a backup).
-    let rows = stoppable(stop, db.read_history(table))
+    let rows = stoppable(stop, db.read_history_brief(table))
         .await?
         .unwrap_or_default();
-    let first = plan::plan(&local.migrations, &rows, plan_options(settings));
+    let local = files.get().await?;
+    let mut checked = Checked::new();
+    let first = plan_files(local, &rows, settings, &mut checked)?;
     if first.is_up_to_date() && settings.backup != BackupMode::Always {
         log_warnings(&first);
         progress.skipped("nothing to apply, no lock needed");
@@ -223,7 +237,7 @@ async fn init_steps<B: Backend>(
     stoppable(stop, db.prepare_for_migrating()).await?;
     apply::acquire_lock(db, key, settings.lock_wait_timeout, stop).await?;
     progress.done("holding the migration lock");
-    let result = locked_steps(db, settings, local, key, stop, progress).await;
+    let result = locked_steps(db, settings, local, &mut checked, key, stop, progress).await;
     if let Err(e) = db.unlock(key).await {
         tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
     }
@@ -236,6 +250,7 @@ async fn locked_steps<B: Backend>(
     db: &mut B,
     settings: &Settings,
     local: &Loaded,
+    checked: &mut Checked,
     key: LockKey,
     stop: &StopToken,
     progress: &Progress,
@@ -245,7 +260,7 @@ async fn locked_steps<B: Backend>(
     let rows = stoppable(stop, db.read_history(table))
         .await?
         .unwrap_or_default();
-    let plan = plan::plan(&local.migrations, &rows, plan_options(settings));
+    let plan = plan_files(local, &rows, settings, checked)?;
     log_warnings(&plan);
     refuse_problems(&plan)?;
 
@@ -257,6 +272,13 @@ async fn locked_steps<B: Backend>(
         }
         (BackupMode::Auto, true) => {
             progress.skipped("nothing to apply");
+            None
+        }
+        // A first deploy: a dump of an empty database restores nothing.
+        (BackupMode::Auto, false)
+            if rows.is_empty() && stoppable(stop, db.holds_nothing(table)).await? =>
+        {
+            progress.skipped("the database holds no objects yet");
             None
         }
         _ => {
@@ -578,6 +600,7 @@ async fn repair_on<B: Backend>(
                 settings.migrations.display()
             ))
         })?;
+    let statements = source::read_statements(m).map_err(SourceError::Problems)?;
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let table = &settings.history_table;
     let result = under_lock(
@@ -602,7 +625,7 @@ async fn repair_on<B: Backend>(
                     m.file_name
                 )));
             }
-            let total = m.statements.len() as u32;
+            let total = statements.len() as u32;
             if skip && row.statements_done >= total {
                 return Err(Error::Usage(format!(
                     "repair: every statement of {} is done, so there is nothing to skip; run \
@@ -630,7 +653,7 @@ async fn repair_on<B: Backend>(
             )
             .await?;
             let statement = |i: u32| {
-                m.statements
+                statements
                     .get(i as usize)
                     .map(|s| format!("statement {} (line {})", i + 1, s.line))
                     .unwrap_or_else(|| format!("statement {}", i + 1))
@@ -820,7 +843,9 @@ async fn baseline_on<B: Backend>(
                         name: m.name.clone(),
                         checksum: m.checksum.clone(),
                         state: RowState::Applied,
-                        statements_done: m.statements.len() as u32,
+                        statements_done: source::read_statements(m)
+                            .map_err(SourceError::Problems)?
+                            .len() as u32,
                         applied_by: applied_by.clone(),
                         repaired: false,
                         error: None,
@@ -1061,6 +1086,116 @@ fn sqlite_not_yet() -> Error {
     Error::Usage(
         "sqlite:// URLs are not supported by this build yet; use a postgres:// URL".to_string(),
     )
+}
+
+/// The migration files, being read on a blocking thread.
+type Loading = tokio::task::JoinHandle<Result<Loaded, Error>>;
+
+/// The migration files of `init`: being read on a blocking thread, or read.
+enum Files {
+    Reading(Loading),
+    Read(Loaded),
+}
+
+impl Files {
+    /// The files, once read.
+    async fn get(&mut self) -> Result<&Loaded, Error> {
+        if let Files::Reading(handle) = self {
+            *self = Files::Read(joined(handle.await)?);
+        }
+        match self {
+            Files::Read(loaded) => Ok(loaded),
+            Files::Reading(_) => Err(Error::Internal(
+                "the migration files were not read".to_string(),
+            )),
+        }
+    }
+}
+
+fn joined(result: Result<Result<Loaded, Error>, tokio::task::JoinError>) -> Result<Loaded, Error> {
+    result.map_err(|e| Error::Internal(format!("reading the migration files: {e}")))?
+}
+
+/// Connects (phase `waiting_for_database`) while the files are read; the reading goes on
+/// while the history is read. Bad files win: they end the run at once with their problems,
+/// without waiting for a database that may be down, and are reported rather than a connection
+/// failure when both go wrong.
+async fn connect_while_reading<B: Backend>(
+    settings: &Settings,
+    url: &DatabaseUrl,
+    mut loading: Loading,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<(B, Files), Error> {
+    let connecting = until_stopped(connect::<B>(settings, url, progress), stop);
+    tokio::pin!(connecting);
+    tokio::select! {
+        biased;
+        loaded = &mut loading => {
+            let local = joined(loaded)?;
+            Ok((connecting.await?, Files::Read(local)))
+        }
+        connected = &mut connecting => match connected {
+            Ok(db) => Ok((db, Files::Reading(loading))),
+            Err(e) => {
+                // Bad files explain more than a database that is down, or a signal.
+                joined(loading.await)?;
+                Err(e)
+            }
+        },
+    }
+}
+
+/// The versions whose statements were checked in this run; see [`plan_files`].
+type Checked = std::collections::BTreeSet<Version>;
+
+/// Plans the local files against the history rows. Applied files are known by their checksum
+/// alone; here the statements of the files the plan needs are read: those of unfinished rows
+/// (the planner judges whether they resume) and those of every pending or out-of-order file
+/// (checked, then dropped: `init` reads each one again just before it runs). A problem in
+/// them is exit 2, every one at once, before anything is written. `checked` skips files
+/// already checked by an earlier plan of the same run.
+fn plan_files(
+    local: &Loaded,
+    rows: &[HistoryRow],
+    settings: &Settings,
+    checked: &mut Checked,
+) -> Result<Plan, Error> {
+    let migrations = &local.migrations;
+    let mut problems = Vec::new();
+    let mut unfinished = plan::Unfinished::new();
+    for index in plan::unfinished(migrations, rows) {
+        let m = &migrations[index];
+        match source::read_statements(m) {
+            Ok(statements) => {
+                unfinished.insert(m.version.clone(), statements);
+            }
+            Err(found) => problems.extend(found),
+        }
+    }
+    let plan = plan::plan(migrations, rows, &unfinished, plan_options(settings));
+    let to_run = plan
+        .entries
+        .iter()
+        .filter(|e| matches!(e.state, plan::State::Pending | plan::State::OutOfOrder))
+        .filter(|e| !checked.contains(&e.version))
+        .map(|e| e.version.clone())
+        .collect::<Vec<_>>();
+    for version in to_run {
+        let Some(m) = migrations.iter().find(|m| m.version == version) else {
+            continue;
+        };
+        match source::read_statements(m) {
+            Ok(_) => {
+                checked.insert(m.version.clone());
+            }
+            Err(found) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(SourceError::Problems(problems).into());
+    }
+    Ok(plan)
 }
 
 /// Loads and checks every migration file before anything touches the database. A missing

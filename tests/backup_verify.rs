@@ -548,32 +548,43 @@ fn retention_keeps_exactly_the_newest_n_backups_of_this_database() {
 
 #[test]
 fn auto_backs_up_only_when_something_is_pending_never_never_always_always() {
-    let project = Project::new("backup_auto", "verify_app", &["0001_schema.sql"]);
-    let out = project.init(&[]);
-    assert_eq!(out.code, 0, "{}", shown(&out));
+    let project = Project::new("backup_auto", "backup_app", &["0001_accounts.sql"]);
+    let first = project.init(&[]);
+    assert_eq!(first.code, 0, "{}", shown(&first));
+    assert!(project.exists("app.accounts"), "applied");
     assert_eq!(
         with_extension(&project.backups(), "sql").len(),
-        1,
-        "auto, pending"
+        0,
+        "auto, first deploy into an empty database: nothing to back up"
+    );
+    let messages = log_messages(&first.stderr);
+    assert!(
+        messages.contains("backing_up skipped") && messages.contains("holds no objects yet"),
+        "{messages}"
     );
 
     let again = project.init(&[]);
     assert_eq!(again.code, 0, "{}", shown(&again));
-    assert_eq!(
-        with_extension(&project.backups(), "sql").len(),
-        1,
-        "auto, nothing pending: no new backup"
-    );
     let messages = log_messages(&again.stderr);
     assert!(
         messages.contains("backing_up skipped") && messages.contains("nothing to apply"),
         "{messages}"
     );
 
-    project.add("verify_app", "0002_orders.sql");
+    project.add("backup_app", "0002_orders.sql");
+    let pending = project.init(&[]);
+    assert_eq!(pending.code, 0, "{}", shown(&pending));
+    let sql = with_extension(&project.backups(), "sql");
+    assert_eq!(sql.len(), 1, "auto, pending: {sql:?}");
+    assert!(sql[0].ends_with("-v0001.sql"), "{sql:?}");
+
+    project.add("backup_app", "0003_feature_flags.sql");
     let never = project.init(&[("STARTGATE_BACKUP", "never")]);
     assert_eq!(never.code, 0, "{}", shown(&never));
-    assert!(project.exists("orders"), "applied without a backup");
+    assert!(
+        project.exists("app.feature_flags"),
+        "applied without a backup"
+    );
     assert_eq!(
         with_extension(&project.backups(), "sql").len(),
         1,
@@ -589,7 +600,29 @@ fn auto_backs_up_only_when_something_is_pending_never_never_always_always() {
     assert_eq!(always.code, 0, "{}", shown(&always));
     let sql = with_extension(&project.backups(), "sql");
     assert_eq!(sql.len(), 2, "always, even with nothing pending: {sql:?}");
-    assert!(sql[1].ends_with("-v0002.sql"), "{sql:?}");
+    assert!(sql[1].ends_with("-v0003.sql"), "{sql:?}");
+}
+
+#[test]
+fn a_first_deploy_into_a_database_that_holds_objects_is_backed_up() {
+    // Adopting startgate on a database another tool (or a hand) already filled: no history
+    // rows, but something to lose, so auto takes the backup. Each kind of object counts.
+    for (label, setup) in [
+        ("backup_adopt_table", "CREATE TABLE legacy (id int)"),
+        (
+            "backup_adopt_func",
+            "CREATE FUNCTION legacy() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        ),
+        ("backup_adopt_type", "CREATE TYPE legacy AS ENUM ('a')"),
+        ("backup_adopt_schema", "CREATE SCHEMA legacy"),
+    ] {
+        let project = Project::new(label, "backup_app", &["0001_accounts.sql"]);
+        project.db.exec(setup);
+        let out = project.init(&[]);
+        assert_eq!(out.code, 0, "{label}: {}", shown(&out));
+        let sql = with_extension(&project.backups(), "sql");
+        assert_eq!(sql.len(), 1, "{label}: backed up: {sql:?}");
+    }
 }
 
 #[test]

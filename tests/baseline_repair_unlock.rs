@@ -146,7 +146,10 @@ fn local_migrations(dir: &Path) -> BTreeMap<String, (String, usize)> {
         .expect("migrations load")
         .migrations
         .into_iter()
-        .map(|m| (m.version.to_string(), (m.checksum, m.statements.len())))
+        .map(|m| {
+            let statements = startgate::migrate::source::read_statements(&m).expect("statements");
+            (m.version.to_string(), (m.checksum, statements.len()))
+        })
         .collect()
 }
 

@@ -670,3 +670,77 @@ fn a_failure_inside_the_files_own_transaction_rolls_it_back_and_counts_only_what
         "the lock was released (the session was not stuck in an aborted transaction)"
     );
 }
+
+#[test]
+fn a_pending_file_with_a_bad_statement_is_refused_before_anything_is_written() {
+    // File-level problems are found before connecting; a statement-level problem of a pending
+    // file is found once the history says which files are pending, still before the lock, the
+    // backup or the history table.
+    let db = TestDb::new("init_bad_pending");
+    let dir = migrations(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("0002_b.sql", "CREATE TABLE b (id int);\nCOMMIT;\n"),
+        ("0003_c.sql", "SELECT 1;\nSELECT 'never closed;\n"),
+    ]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    for expected in [
+        "0002_b.sql:2: COMMIT is transaction control",
+        "0003_c.sql:2: unterminated",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "{expected:?} in {}",
+            out.stderr
+        );
+    }
+    assert!(!exists(&db, "a"), "nothing applied");
+    assert!(
+        !exists(&db, "startgate_migrations"),
+        "no history table created"
+    );
+}
+
+#[test]
+fn a_file_replaced_while_init_runs_is_not_run() {
+    // `init` reads each pending file again just before it runs it; a different text than the
+    // one it planned with is refused (exit 2), and nothing of it runs.
+    let db = TestDb::new("init_replaced");
+    let dir = migrations(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("0002_slow.sql", "SELECT pg_sleep(2);\n"),
+        ("0003_c.sql", "CREATE TABLE c (id int);\n"),
+    ]);
+    let path = dir.path().display().to_string();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("STARTGATE_MIGRATIONS", path.as_str()),
+        ("STARTGATE_BACKUP", "never"),
+    ];
+    let out = std::thread::scope(|scope| {
+        let run = scope.spawn(|| startgate(&["init"], &env, LIMIT));
+        wait_for("0002 to run", LIMIT, || {
+            scalar(
+                &db,
+                "SELECT count(*)::text FROM pg_stat_activity \
+                 WHERE query LIKE 'SELECT pg_sleep(2)%' AND state = 'active'",
+            )
+            .as_deref()
+                == Some("1")
+        });
+        std::fs::write(dir.path().join("0003_c.sql"), "CREATE TABLE d (id int);\n").expect("write");
+        run.join().expect("the run")
+    });
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("0003_c.sql: the file changed on disk while startgate was running"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !exists(&db, "c") && !exists(&db, "d"),
+        "nothing of 0003 ran"
+    );
+    assert_eq!(history(&db), "0001:applied 0002:applied");
+}

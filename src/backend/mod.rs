@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::config::HistoryTable;
 use crate::dburl::DatabaseUrl;
 use crate::migrate::plan::ResumeReason;
-use crate::migrate::{HistoryRow, Migration, Version};
+use crate::migrate::{HistoryRow, Migration, Statement, Version};
 use crate::supervise::signals::{Stop, StopToken};
 
 /// Where and how to connect: the URL, and the `application_name` that names startgate and the
@@ -143,6 +143,17 @@ pub trait Backend: Sized {
         table: &HistoryTable,
     ) -> Result<Option<Vec<HistoryRow>>, BackendError>;
 
+    /// [`read_history`](Backend::read_history) with only what tells whether anything is to be
+    /// done: version, name, checksum, state and statements done; the other fields are empty.
+    /// `init`'s first, unlocked read uses it, since every restart pays for it; anything but
+    /// "up to date" is planned again from the full rows under the lock.
+    async fn read_history_brief(
+        &mut self,
+        table: &HistoryTable,
+    ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
+        self.read_history(table).await
+    }
+
     /// Readies this session for migrating (keepalives, dead-client detection) and opens what
     /// the engine needs beside it to cancel a statement and see what blocks it.
     async fn prepare_for_migrating(&mut self) -> Result<(), BackendError>;
@@ -162,6 +173,14 @@ pub trait Backend: Sized {
 
     /// Creates the history table if it does not exist. Called only under the lock.
     async fn ensure_history_table(&mut self, table: &HistoryTable) -> Result<(), BackendError>;
+
+    /// Whether the database holds nothing a backup would keep: no table, view, sequence,
+    /// function, type, extension or schema of its own, apart from startgate's history table
+    /// (and `public`). On a first deploy, `STARTGATE_BACKUP=auto` skips the backup then. A
+    /// backend that cannot tell says `false`, and the backup is taken.
+    async fn holds_nothing(&mut self, _table: &HistoryTable) -> Result<bool, BackendError> {
+        Ok(false)
+    }
 
     /// Applies one migration (or resumes one), with its history row, under the lock.
     async fn apply(
@@ -340,6 +359,8 @@ pub fn one_line(text: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ApplyJob<'a> {
     pub migration: &'a Migration,
+    /// The migration's statements, read from its file just before it runs.
+    pub statements: &'a [Statement],
     /// The first statement to run (0 unless resuming).
     pub from_statement: u32,
     /// Why a failed no-transaction migration is being resumed.

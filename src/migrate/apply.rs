@@ -21,6 +21,7 @@ use crate::backend::{
 use crate::config::{HistoryTable, Settings};
 use crate::duration::HumanDuration;
 use crate::migrate::plan::{Plan, ResumeReason, Step};
+use crate::migrate::source::{self, SourceError};
 use crate::migrate::{Migration, Version};
 use crate::supervise::signals::{Stop, StopToken};
 
@@ -147,6 +148,17 @@ impl Limits {
     }
 }
 
+/// Why [`apply_steps`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StepsError {
+    /// A migration failed (exit 6).
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// A file could not be read again just before it ran, or changed since the start (exit 2).
+    #[error(transparent)]
+    File(#[from] SourceError),
+}
+
 /// A migration that did not apply: which file, what happened, after how many attempts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct MigrationError {
@@ -245,12 +257,15 @@ pub async fn apply_steps<B: Backend>(
     limits: Limits,
     applied_by: &str,
     stop: &StopToken,
-) -> Result<Vec<Done>, MigrationError> {
+) -> Result<Vec<Done>, StepsError> {
     let mut done = Vec::new();
     for step in &plan.steps {
         let Some(m) = local.get(step.index()) else {
             continue;
         };
+        // One file's statements at a time: a thousand pending migrations cost no more memory
+        // than the largest of them.
+        let statements = source::read_statements(m).map_err(SourceError::Problems)?;
         let (mut from, mut resume) = match step {
             Step::Apply { .. } => (0, None),
             Step::Resume {
@@ -275,6 +290,7 @@ pub async fn apply_steps<B: Backend>(
         loop {
             let job = ApplyJob {
                 migration: m,
+                statements: &statements,
                 from_statement: from,
                 resume,
                 existing_version: existing.clone(),
@@ -336,12 +352,12 @@ pub async fn apply_steps<B: Backend>(
             let error = MigrationError {
                 file_name: m.file_name.clone(),
                 no_transaction: m.options.no_transaction,
-                statement_count: m.statements.len() as u32,
+                statement_count: statements.len() as u32,
                 failure,
                 attempts: attempt,
             };
             if error.failure.kind != FailureKind::LockTimeout || attempt > limits.lock_retries {
-                return Err(error);
+                return Err(error.into());
             }
             let pause = retry_delays.next().unwrap_or(RETRY_MAX).min(RETRY_MAX);
             tracing::warn!(
@@ -364,15 +380,14 @@ pub async fn apply_steps<B: Backend>(
                     let mut failure = error.failure;
                     failure.kind = FailureKind::Interrupted(stop);
                     failure.message = format!("interrupted by {} while waiting to retry", stop.name());
-                    return Err(MigrationError { failure, ..error });
+                    return Err(MigrationError { failure, ..error }.into());
                 }
             }
             if m.options.no_transaction {
                 // The statements before the failed one stay applied; resume at the failed one.
                 from = error.failure.statements_done;
                 // A failed CREATE INDEX CONCURRENTLY left an INVALID index that must go first.
-                let concurrent = m
-                    .statements
+                let concurrent = statements
                     .get(from as usize)
                     .is_some_and(|s| crate::migrate::plan::is_create_index_concurrently(&s.sql));
                 resume = Some(if concurrent {

@@ -31,8 +31,6 @@ pub struct Migration {
     pub checksum: String,
     /// The directives and dbmate markers that change how the migration runs.
     pub options: MigrationOptions,
-    /// The statements to send, one at a time, in order.
-    pub statements: Vec<Statement>,
 }
 
 /// How one migration runs, from `-- startgate:` directives and dbmate's `transaction:false`.

@@ -19,9 +19,10 @@
 //!   `startgate repair`; anything else half-done is refused until an operator repairs it.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{HistoryRow, Migration, RowState, Version, split};
+use super::{HistoryRow, Migration, RowState, Statement, Version, split};
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` expired.
 pub const SQLSTATE_LOCK_TIMEOUT: &str = "55P03";
@@ -252,9 +253,33 @@ impl Plan {
     }
 }
 
+/// The statements of the files whose history row is unfinished, by version: the planner needs
+/// them to judge whether a stopped no-transaction migration can resume (how many statements
+/// the file has, which one failed). Every other file is planned by its checksum alone.
+pub type Unfinished = BTreeMap<Version, Vec<Statement>>;
+
+/// The indexes in `local` of the files whose history row is `failed` or `running`: the files
+/// whose statements [`plan`] needs in [`Unfinished`].
+pub fn unfinished(local: &[Migration], rows: &[HistoryRow]) -> Vec<usize> {
+    let mut indexes: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.state != RowState::Applied)
+        .filter_map(|r| local.binary_search_by(|m| m.version.cmp(&r.version)).ok())
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    indexes
+}
+
 /// Plans `local` (sorted by version, no duplicates, as the source loader returns them) against
-/// the history `rows` (any order).
-pub fn plan(local: &[Migration], rows: &[HistoryRow], options: PlanOptions) -> Plan {
+/// the history `rows` (any order); `unfinished` holds the statements of the files that
+/// [`unfinished`] names.
+pub fn plan(
+    local: &[Migration],
+    rows: &[HistoryRow],
+    unfinished: &Unfinished,
+    options: PlanOptions,
+) -> Plan {
     let mut rows: Vec<&HistoryRow> = rows.iter().collect();
     rows.sort_by(|a, b| a.version.cmp(&b.version));
     let mut duplicates = Vec::new();
@@ -293,7 +318,7 @@ pub fn plan(local: &[Migration], rows: &[HistoryRow], options: PlanOptions) -> P
         };
         match (order, file, row) {
             (Ordering::Equal, Some(m), Some(r)) => {
-                plan_both(&mut out, li, m, r);
+                plan_both(&mut out, li, m, unfinished.get(&m.version), r);
                 li += 1;
                 ri += 1;
             }
@@ -331,7 +356,13 @@ fn entry(m: Option<&Migration>, r: Option<&HistoryRow>, state: State) -> Entry {
     }
 }
 
-fn plan_both(out: &mut Plan, index: usize, m: &Migration, r: &HistoryRow) {
+fn plan_both(
+    out: &mut Plan,
+    index: usize,
+    m: &Migration,
+    statements: Option<&Vec<Statement>>,
+    r: &HistoryRow,
+) {
     if r.state == RowState::Applied {
         if r.checksum == m.checksum {
             out.entries.push(entry(Some(m), Some(r), State::Applied));
@@ -348,7 +379,8 @@ fn plan_both(out: &mut Plan, index: usize, m: &Migration, r: &HistoryRow) {
 
     // `failed`, or `running` (the runner was killed while a statement ran).
     out.entries.push(entry(Some(m), Some(r), State::Failed));
-    match resumable(m, r) {
+    let statements = statements.map(Vec::as_slice);
+    match resumable(m, statements, r) {
         Ok(reason) => out.steps.push(Step::Resume {
             index,
             from_statement: r.statements_done,
@@ -358,7 +390,9 @@ fn plan_both(out: &mut Plan, index: usize, m: &Migration, r: &HistoryRow) {
             file_name: m.file_name.clone(),
             version: m.version.clone(),
             statement: r.statements_done,
-            line: m.statements.get(r.statements_done as usize).map(|s| s.line),
+            line: statements
+                .and_then(|s| s.get(r.statements_done as usize))
+                .map(|s| s.line),
             cause,
         }),
     }
@@ -366,8 +400,16 @@ fn plan_both(out: &mut Plan, index: usize, m: &Migration, r: &HistoryRow) {
 
 /// Whether a failed or interrupted no-transaction migration may resume by itself, and if not,
 /// what the history says happened.
-fn resumable(m: &Migration, r: &HistoryRow) -> Result<ResumeReason, String> {
-    let total = m.statements.len();
+fn resumable(
+    m: &Migration,
+    statements: Option<&[Statement]>,
+    r: &HistoryRow,
+) -> Result<ResumeReason, String> {
+    let Some(statements) = statements else {
+        // The caller reads the statements of every file `unfinished` names.
+        return Err("startgate did not read the file's statements (this is a bug)".to_string());
+    };
+    let total = statements.len();
     if r.statements_done as usize > total {
         return Err(format!(
             "the history says {} statements are done, but the file has {total}",
@@ -393,7 +435,7 @@ fn resumable(m: &Migration, r: &HistoryRow) -> Result<ResumeReason, String> {
             short(&m.checksum)
         ));
     }
-    if let Some(statement) = m.statements.get(r.statements_done as usize)
+    if let Some(statement) = statements.get(r.statements_done as usize)
         && is_create_index_concurrently(&statement.sql)
     {
         return Ok(ResumeReason::ConcurrentIndex);
@@ -504,8 +546,44 @@ mod tests {
         file_with(version, name, &["SELECT 1"])
     }
 
+    thread_local! {
+        /// The statements of the files `file_with` made on this test's thread, by version.
+        static BODIES: std::cell::RefCell<Unfinished> = Default::default();
+    }
+
+    /// The planner, given the statements of the test's files as `init` reads them.
+    fn plan(local: &[Migration], rows: &[HistoryRow], options: PlanOptions) -> Plan {
+        let wanted = unfinished(local, rows);
+        let bodies: Unfinished = BODIES.with(|bodies| {
+            let bodies = bodies.borrow();
+            wanted
+                .iter()
+                .filter_map(|&i| {
+                    let v = &local[i].version;
+                    bodies.get(v).map(|b| (v.clone(), b.clone()))
+                })
+                .collect()
+        });
+        super::plan(local, rows, &bodies, options)
+    }
+
     fn file_with(version: &str, name: &str, statements: &[&str]) -> Migration {
         let file_name = format!("{version}_{name}.sql");
+        let body: Vec<Statement> = statements
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| Statement {
+                sql: sql.to_string(),
+                line: i as u32 * 2 + 1,
+                column: 1,
+                offset: 0,
+            })
+            .collect();
+        BODIES.with(|bodies| {
+            bodies
+                .borrow_mut()
+                .insert(Version::parse(version).unwrap(), body)
+        });
         Migration {
             version: Version::parse(version).unwrap(),
             name: name.to_string(),
@@ -517,16 +595,6 @@ mod tests {
                 no_transaction: true,
                 ..MigrationOptions::default()
             },
-            statements: statements
-                .iter()
-                .enumerate()
-                .map(|(i, sql)| Statement {
-                    sql: sql.to_string(),
-                    line: i as u32 * 2 + 1,
-                    column: 1,
-                    offset: 0,
-                })
-                .collect(),
         }
     }
 

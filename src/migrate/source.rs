@@ -187,27 +187,25 @@ struct Line<'a> {
 /// Splits `text` into lines, treating `\n`, `\r\n` and a lone `\r` as line breaks.
 fn lines(text: &str) -> Vec<Line<'_>> {
     let bytes = text.as_bytes();
-    let mut out = Vec::new();
+    // A rough guess of the line count saves most reallocations on a typical file.
+    let mut out = Vec::with_capacity(bytes.len() / 40 + 1);
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\n' | b'\r' => {
-                let end = i;
-                i += if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
-                out.push(Line {
-                    start,
-                    text: &text[start..end],
-                    terminated: true,
-                });
-                start = i;
-            }
-            _ => i += 1,
+    for end in memchr::memchr2_iter(b'\n', b'\r', bytes) {
+        if end < start {
+            // The `\n` of a `\r\n` pair, already consumed with its `\r`.
+            continue;
         }
+        let next = if bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n') {
+            end + 2
+        } else {
+            end + 1
+        };
+        out.push(Line {
+            start,
+            text: &text[start..end],
+            terminated: true,
+        });
+        start = next;
     }
     if start < bytes.len() {
         out.push(Line {
@@ -625,11 +623,31 @@ fn utf8_problem(bytes: &[u8], error: std::str::Utf8Error) -> (u32, String) {
     )
 }
 
-/// Parses one migration file. Pure: `path` is used for messages and stored in the migration,
-/// the version and name come from its file name, and `bytes` are the file's content.
+/// Reads what a migration file says about itself without splitting its statements: version,
+/// name, directives, checksum, and every problem that can be found without the statements
+/// (name, encoding, directives, dbmate markers). Pure: `path` is used for messages and stored in
+/// the migration, the version and name come from its file name, and `bytes` are the content.
+///
+/// This is all a start needs for a file that is already applied: its checksum. The statements
+/// of the files that will run come from [`parse`] (through [`read_statements`]).
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProblem>> {
+    parse_inner(path, bytes, false).map(|(migration, _)| migration)
+}
+
+/// Parses one migration file whole: [`parse_file`] and its statements, with the problems only
+/// the statements show (unterminated text, no statement at all, transaction control in a
+/// transactional file, a transaction never committed in a no-transaction file).
 ///
 /// Returns every problem found, in line order, rather than the first.
-pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProblem>> {
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Migration, Vec<Statement>), Vec<FileProblem>> {
+    parse_inner(path, bytes, true)
+}
+
+fn parse_inner(
+    path: &Path,
+    bytes: &[u8],
+    with_statements: bool,
+) -> Result<(Migration, Vec<Statement>), Vec<FileProblem>> {
     let file_name = path
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
@@ -724,16 +742,41 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProble
     // directive lines, so that converting a file to LF or tuning a timeout on an applied file
     // is not a change.
     let mut hasher = Sha256::new();
-    for index in applied_lines.clone() {
-        if directive_lines.contains(&index) {
-            continue;
-        }
-        hasher.update(lines[index].text.as_bytes());
-        if lines[index].terminated {
-            hasher.update(b"\n");
+    let applied_text = &text[applied.clone()];
+    let no_directives = directive_lines.iter().all(|i| !applied_lines.contains(i));
+    if no_directives && memchr::memchr(b'\r', applied_text.as_bytes()).is_none() {
+        // The common case: the applied text already is its lines joined by `\n`.
+        hasher.update(applied_text.as_bytes());
+    } else {
+        for index in applied_lines.clone() {
+            if directive_lines.contains(&index) {
+                continue;
+            }
+            hasher.update(lines[index].text.as_bytes());
+            if lines[index].terminated {
+                hasher.update(b"\n");
+            }
         }
     }
     let checksum = format!("{:x}", hasher.finalize());
+    let migration = |problems: Problems| {
+        if !problems.0.is_empty() {
+            return Err(problems.into_file_problems(path));
+        }
+        Ok(Migration {
+            version: version.clone(),
+            name: name.clone(),
+            file_name: file_name.clone(),
+            path: path.to_path_buf(),
+            checksum: checksum.clone(),
+            options: options.clone(),
+        })
+    };
+    // A file with problems is refused anyway: then its statements are checked too, so that
+    // one run reports everything wrong with it.
+    if !with_statements && problems.0.is_empty() {
+        return migration(problems).map(|m| (m, Vec::new()));
+    }
 
     let split = split::split(&text[applied.clone()]);
     let statements: Vec<Statement> = split
@@ -794,18 +837,58 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Migration, Vec<FileProble
         );
     }
 
-    if !problems.0.is_empty() {
-        return Err(problems.into_file_problems(path));
+    migration(problems).map(|m| (m, statements))
+}
+
+/// Reads a loaded migration's file again and returns its statements: what `init` runs, what
+/// `status` checks before it calls a file pending. Only the files that will run are split, and
+/// each one just before it is needed, so a start never holds more than one file's statements.
+///
+/// The file must still be the one that was loaded: a different checksum means it was replaced
+/// while startgate ran (a volume updated under a running pod), and nothing of it is run.
+pub fn read_statements(m: &Migration) -> Result<Vec<Statement>, Vec<FileProblem>> {
+    let problem = |message: String| {
+        vec![FileProblem {
+            path: m.path.clone(),
+            line: None,
+            message,
+        }]
+    };
+    let bytes = fs::read(&m.path).map_err(|e| problem(format!("cannot read the file: {e}")))?;
+    let (now, statements) = parse(&m.path, &bytes)?;
+    if now.checksum != m.checksum || now.options != m.options {
+        return Err(problem(format!(
+            "the file changed on disk while startgate was running (checksum {} when it started, \
+             {} now); nothing of it was run, start again",
+            short_checksum(&m.checksum),
+            short_checksum(&now.checksum)
+        )));
     }
-    Ok(Migration {
-        version,
-        name,
-        file_name,
-        path: path.to_path_buf(),
-        checksum,
-        options,
-        statements,
-    })
+    Ok(statements)
+}
+
+/// Checks the statements of the migrations at `indexes` of `local` (the ones that will run),
+/// reporting every problem of every file at once, and keeps none of them.
+pub fn check_statements(
+    local: &[Migration],
+    indexes: impl IntoIterator<Item = usize>,
+) -> Result<(), SourceError> {
+    let mut problems = Vec::new();
+    for index in indexes {
+        if let Some(m) = local.get(index)
+            && let Err(found) = read_statements(m)
+        {
+            problems.extend(found);
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(SourceError::Problems(problems)),
+    }
+}
+
+fn short_checksum(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
 }
 
 /// Reads the migrations of `dir` (not its subdirectories): every file [`classify`] calls an up
@@ -846,6 +929,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
     let mut warnings = Vec::new();
     let mut problems = Vec::new();
     let mut versions: BTreeMap<Version, PathBuf> = BTreeMap::new();
+    let mut to_read = Vec::new();
     for os_name in names {
         let path = dir.join(&os_name);
         let Some(file_name) = os_name.to_str() else {
@@ -902,19 +986,23 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         } else {
             versions.insert(version, path.clone());
         }
-        match fs::read(&path) {
-            Ok(bytes) => match parse_file(&path, &bytes) {
-                Ok(migration) => migrations.push(migration),
-                Err(found) => problems.extend(found),
-            },
-            Err(error) => problems.push(FileProblem {
-                path,
-                line: None,
-                message: format!("cannot read the file: {error}"),
-            }),
+        to_read.push(path);
+    }
+    for result in read_all(&to_read) {
+        match result {
+            Ok(migration) => migrations.push(migration),
+            Err(found) => problems.extend(found),
         }
     }
     if !problems.is_empty() {
+        // The run stops here anyway: say everything that is wrong, statements included, so
+        // that one fix-and-redeploy round trip is enough.
+        for m in &migrations {
+            if let Err(found) = read_statements(m) {
+                problems.extend(found);
+            }
+        }
+        problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         return Err(SourceError::Problems(problems));
     }
     if versions.is_empty() {
@@ -928,6 +1016,83 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         migrations,
         warnings,
     })
+}
+
+/// Below this many files, one thread reads them all: starting threads would cost more.
+const FILES_PER_THREAD: usize = 64;
+
+/// Reads and parses (without statements) every file of `paths`, results in the same order.
+/// Every start does this for every file, so it is spread over the machine's cores.
+fn read_all(paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProblem>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(paths.len().div_ceil(FILES_PER_THREAD).max(1));
+    if threads == 1 {
+        let mut buffer = Vec::new();
+        return paths.iter().map(|p| read_one(p, &mut buffer)).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut buffer = Vec::new();
+                    part.iter()
+                        .map(|p| read_one(p, &mut buffer))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(paths.len());
+        for (worker, part) in workers.into_iter().zip(paths.chunks(chunk)) {
+            match worker.join() {
+                Ok(results) => out.extend(results),
+                // A panic is a bug; say which files it left unread rather than lose them.
+                Err(_) => out.extend(part.iter().map(|path| {
+                    Err(vec![FileProblem {
+                        path: path.clone(),
+                        line: None,
+                        message: "internal error while reading the file".to_string(),
+                    }])
+                })),
+            }
+        }
+        out
+    })
+}
+
+/// Reads one file into `buffer` (reused from file to file) and parses it.
+fn read_one(path: &Path, buffer: &mut Vec<u8>) -> Result<Migration, Vec<FileProblem>> {
+    let len = read_into(path, buffer).map_err(|error| {
+        vec![FileProblem {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read the file: {error}"),
+        }]
+    })?;
+    parse_file(path, &buffer[..len])
+}
+
+/// Reads a whole file into the start of `buffer` and returns its length: open, read until the
+/// end, close; no `stat` first, which `fs::read` spends on sizing a fresh buffer. The buffer
+/// only grows, and is zeroed only when it does.
+fn read_into(path: &Path, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut len = 0;
+    loop {
+        if len == buffer.len() {
+            buffer.resize((buffer.len() * 2).max(16 * 1024), 0);
+        }
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Says where a missing relative directory was looked for: in a container the working
@@ -1008,16 +1173,19 @@ mod tests {
         assert_eq!(version.as_str(), "1.1");
     }
 
-    fn parse(file_name: &str, text: &str) -> Result<Migration, Vec<FileProblem>> {
-        parse_file(&Path::new("m").join(file_name), text.as_bytes())
+    /// Parses `text` whole (statements included) as a file called `file_name`.
+    fn parse_named(
+        file_name: &str,
+        text: &str,
+    ) -> Result<(Migration, Vec<Statement>), Vec<FileProblem>> {
+        parse(&Path::new("m").join(file_name), text.as_bytes())
     }
 
     /// Parses `text` as `file_name` and renders the result: the problems as `line: message`
     /// (`-` for none), or the statements as `line@offset sql`.
     fn render(file_name: &str, text: &str) -> Vec<String> {
-        match parse(file_name, text) {
-            Ok(migration) => migration
-                .statements
+        match parse_named(file_name, text) {
+            Ok((_, statements)) => statements
                 .iter()
                 .map(|s| format!("{}@{} {}", s.line, s.offset, s.sql))
                 .collect(),
@@ -1053,8 +1221,9 @@ mod tests {
     }
 
     fn check_options(text: &str, expected: MigrationOptions) {
-        let migration = parse("0001_x.sql", text).unwrap_or_else(|p| panic!("{text:?}: {p:?}"));
-        assert_eq!(migration.options, expected, "text {text:?}");
+        let migration =
+            parse_named("0001_x.sql", text).unwrap_or_else(|p| panic!("{text:?}: {p:?}"));
+        assert_eq!(migration.0.options, expected, "text {text:?}");
     }
 
     fn secs(n: u64) -> Option<Duration> {
@@ -1195,7 +1364,7 @@ mod tests {
 
     #[test]
     fn a_no_transaction_file_must_close_its_transactions() {
-        let problems = parse_file(
+        let problems = parse(
             Path::new("m/0001_open.sql"),
             b"-- startgate:no-transaction\nCREATE TABLE a (id int);\nBEGIN;\nINSERT INTO a VALUES (1);\n",
         )
@@ -1208,7 +1377,7 @@ mod tests {
             ]
         );
         assert!(
-            parse_file(
+            parse(
                 Path::new("m/0001_closed.sql"),
                 b"-- startgate:no-transaction\nBEGIN;\nINSERT INTO a VALUES (1);\nCOMMIT;\nVACUUM a;\n",
             )
@@ -1252,8 +1421,8 @@ mod tests {
                 "4@40 INSERT INTO t VALUES (1)",
             ],
         );
-        let migration = parse("0001_x.sql", text).unwrap();
-        assert_eq!(migration.options, MigrationOptions::default());
+        let migration = parse_named("0001_x.sql", text).unwrap();
+        assert_eq!(migration.0.options, MigrationOptions::default());
         // Without a down section the up section runs to the end of the file.
         check("-- comment\n--migrate:up\nSELECT 1;", &["3@24 SELECT 1"]);
         // Directives before or after the up marker are leading comment lines.
@@ -1334,8 +1503,9 @@ mod tests {
     }
 
     fn checksum(text: &str) -> String {
-        parse("0001_x.sql", text)
+        parse_named("0001_x.sql", text)
             .unwrap_or_else(|p| panic!("{text:?}: {p:?}"))
+            .0
             .checksum
     }
 
@@ -1427,17 +1597,17 @@ mod tests {
         let text = format!("SELECT 1;\n{sql};\n");
         match expected {
             Some(message) => check(&text, &[&format!("2: {message}")]),
-            None => assert!(parse("0001_x.sql", &text).is_ok(), "{sql:?} refused"),
+            None => assert!(parse_named("0001_x.sql", &text).is_ok(), "{sql:?} refused"),
         }
         // Under no-transaction the file manages its own transactions, and must close them.
         let text = format!("-- startgate:no-transaction\n{text}COMMIT;\n");
         assert!(
-            parse("0001_x.sql", &text).is_ok(),
+            parse_named("0001_x.sql", &text).is_ok(),
             "{sql:?} refused under no-transaction"
         );
         let text = format!("-- migrate:up transaction:false\nSELECT 1;\n{sql};\nCOMMIT;\n");
         assert!(
-            parse("0001_x.sql", &text).is_ok(),
+            parse_named("0001_x.sql", &text).is_ok(),
             "{sql:?} refused under transaction:false"
         );
     }
@@ -1555,7 +1725,7 @@ mod tests {
     }
 
     fn check_bytes(bytes: &[u8], expected: &str) {
-        let problems = parse_file(Path::new("m/0001_x.sql"), bytes).unwrap_err();
+        let problems = parse(Path::new("m/0001_x.sql"), bytes).unwrap_err();
         let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(rendered, [expected], "bytes {bytes:?}");
     }
@@ -1586,7 +1756,7 @@ mod tests {
 
     #[test]
     fn fills_the_migration() {
-        let migration = parse_file(
+        let (migration, statements) = parse(
             Path::new("db/V1_1__add users.sql"),
             b"-- startgate:timeout 1h\nCREATE TABLE users ();\n",
         )
@@ -1602,7 +1772,7 @@ mod tests {
         );
         assert_eq!(migration.options.timeout, secs(3600));
         assert_eq!(
-            migration.statements,
+            statements,
             [Statement {
                 sql: "CREATE TABLE users ()".to_string(),
                 line: 2,
