@@ -597,7 +597,9 @@ class Bench:
     def sg_env(self, url: str, migrations: Path) -> dict:
         env = dict(self.env)
         env.update({"DATABASE_URL": url, "STARTGATE_MIGRATIONS": str(migrations),
-                    "STARTGATE_LOG_FORMAT": "json", "STARTGATE_TERMINATION_LOG": ""})
+                    "STARTGATE_LOG_FORMAT": "json", "STARTGATE_TERMINATION_LOG": "",
+                    # The endpoint is served, as in production, on a port of its own.
+                    "STARTGATE_LISTEN": "127.0.0.1:0"})
         return env
 
     def log_path(self, what: str) -> Path:

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod dburl;
 pub mod duration;
+pub mod endpoint;
 pub mod exit;
 pub mod logging;
 pub mod migrate;

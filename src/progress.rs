@@ -2,8 +2,9 @@
 //! one event per phase as it ends, with its outcome and duration.
 //!
 //! This is the thin shell around the pure machine: it supplies the clock, applies events, and
-//! logs the transitions. Readers (the log now, the HTTP endpoint later) hold a
-//! `watch::Receiver<Machine>` and never write; only the orchestration holds a [`Progress`].
+//! logs the transitions. Beside the machine it keeps the [`Facts`] that `/status` shows (the
+//! database, the migrations, the app). Readers (the endpoint) hold a `watch::Receiver<Status>`
+//! and never write; only the orchestration holds a [`Progress`].
 
 use std::time::SystemTime;
 
@@ -11,10 +12,58 @@ use tokio::sync::watch;
 
 use crate::phase::{Event, Machine, Outcome, Phase, Transition};
 
+/// What startup has learnt besides its phases, for `/status` and `/metrics`. Never a secret:
+/// the database is named by backend, host and name only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub database: Option<DatabaseFacts>,
+    pub migrations: MigrationFacts,
+    pub app: Option<AppFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseFacts {
+    pub backend: &'static str,
+    pub host: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationFacts {
+    /// Applied by this run.
+    pub applied: u64,
+    /// Known once the history has been read.
+    pub pending: Option<u64>,
+    /// The newest applied version.
+    pub current: Option<String>,
+}
+
+/// The supervised or watched app (`run`, `watch`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFacts {
+    pub pid: Option<u32>,
+    /// The probe, as configured (`http://localhost:8000/`).
+    pub probe: String,
+    pub attempts: u64,
+    /// Whether the last probe passed; drives `/readyz`.
+    pub last_passed: bool,
+    /// The last probe's result in words (`200 OK in 3 ms`, `connection refused`).
+    pub last_result: Option<String>,
+    /// The hang diagnosis, once there is one.
+    pub diagnosis: Option<String>,
+}
+
+/// The phase machine and the facts: everything the endpoint serves.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub machine: Machine,
+    pub facts: Facts,
+}
+
 /// The writer side of the phase machine.
 #[derive(Debug)]
 pub struct Progress {
-    tx: watch::Sender<Machine>,
+    tx: watch::Sender<Status>,
 }
 
 impl Default for Progress {
@@ -26,22 +75,30 @@ impl Default for Progress {
 impl Progress {
     /// A machine in `starting` as of now.
     pub fn new() -> Progress {
-        let (tx, _rx) = watch::channel(Machine::new(SystemTime::now()));
+        let (tx, _rx) = watch::channel(Status {
+            machine: Machine::new(SystemTime::now()),
+            facts: Facts::default(),
+        });
         Progress { tx }
     }
 
     /// A reader that sees every change.
-    pub fn subscribe(&self) -> watch::Receiver<Machine> {
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
         self.tx.subscribe()
     }
 
-    /// The machine as it is now.
-    pub fn snapshot(&self) -> Machine {
+    /// Everything as it is now.
+    pub fn snapshot(&self) -> Status {
         self.tx.borrow().clone()
     }
 
     pub fn phase(&self) -> Phase {
-        self.tx.borrow().phase()
+        self.tx.borrow().machine.phase()
+    }
+
+    /// Records what startup learnt (the database, the migrations, the app).
+    pub fn learn(&self, change: impl FnOnce(&mut Facts)) {
+        self.tx.send_modify(|status| change(&mut status.facts));
     }
 
     /// Moves on to `phase`; the current phase ends with its outcome (`ok` unless said otherwise).
@@ -77,7 +134,7 @@ impl Progress {
     fn apply(&self, event: Event) {
         let now = SystemTime::now();
         self.tx
-            .send_modify(|machine| match machine.apply(event, now) {
+            .send_modify(|status| match status.machine.apply(event, now) {
                 Ok(transitions) => transitions.iter().for_each(log),
                 // A refused event is a bug in the orchestration; it must not take the process down,
                 // and the machine is unchanged, so say so and carry on.

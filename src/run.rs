@@ -20,7 +20,7 @@ use crate::migrate::plan::{self, Plan, PlanOptions};
 use crate::migrate::source::{self, Loaded, SourceError};
 use crate::migrate::{HistoryRow, RowState, Version};
 use crate::phase::Phase;
-use crate::progress::Progress;
+use crate::progress::{DatabaseFacts, Progress};
 use crate::report::StatusReport;
 use crate::schema::Snapshot;
 use crate::schema::diff::{Difference, Kind, Mode, Verdict, judge};
@@ -113,6 +113,7 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
         tokio::task::spawn_blocking(move || load_migrations(&settings))
     };
     let progress = Progress::new();
+    let _endpoint = serve_endpoint(settings, &progress).await?;
     let result = on_backend!(
         url,
         init_on(
@@ -220,6 +221,7 @@ async fn init_steps<B: Backend>(
     let local = files.get().await?;
     let mut checked = Checked::new();
     let first = plan_files(local, &rows, settings, &mut checked)?;
+    learn_plan(progress, &first);
     if first.is_up_to_date() && settings.backup != BackupMode::Always {
         log_warnings(&first);
         progress.skipped("nothing to apply, no lock needed");
@@ -261,6 +263,7 @@ async fn locked_steps<B: Backend>(
         .await?
         .unwrap_or_default();
     let plan = plan_files(local, &rows, settings, checked)?;
+    learn_plan(progress, &plan);
     log_warnings(&plan);
     refuse_problems(&plan)?;
 
@@ -320,6 +323,11 @@ async fn locked_steps<B: Backend>(
         .chain(plan.current.as_ref())
         .max()
         .cloned();
+    progress.learn(|facts| {
+        facts.migrations.applied = done.len() as u64;
+        facts.migrations.pending = Some((plan.steps.len() - done.len()) as u64);
+        facts.migrations.current = current.as_ref().map(ToString::to_string);
+    });
     progress.done(match done.len() {
         1 => "applied 1 migration".to_string(),
         n => format!("applied {n} migrations"),
@@ -1091,6 +1099,36 @@ fn sqlite_not_yet() -> Error {
 /// The migration files, being read on a blocking thread.
 type Loading = tokio::task::JoinHandle<Result<Loaded, Error>>;
 
+/// Serves the endpoint on `STARTGATE_LISTEN` (unless it is empty) from now until the returned
+/// value is dropped. An address that cannot be used is exit 2, naming it.
+async fn serve_endpoint(
+    settings: &Settings,
+    progress: &Progress,
+) -> Result<Option<crate::endpoint::server::Endpoint>, Error> {
+    let Some(addr) = settings.listen else {
+        return Ok(None);
+    };
+    let token = settings
+        .status_token
+        .as_ref()
+        .map(|t| t.expose().to_string());
+    crate::endpoint::server::start(addr, progress.subscribe(), token)
+        .await
+        .map(Some)
+        .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// What the plan says about the migrations, for `/status`.
+fn learn_plan(progress: &Progress, plan: &Plan) {
+    let pending = plan.count(plan::State::Pending)
+        + plan.count(plan::State::OutOfOrder)
+        + plan.count(plan::State::Failed);
+    progress.learn(|facts| {
+        facts.migrations.pending = Some(pending as u64);
+        facts.migrations.current = plan.current.as_ref().map(ToString::to_string);
+    });
+}
+
 /// The migration files of `init`: being read on a blocking thread, or read.
 enum Files {
     Reading(Loading),
@@ -1230,6 +1268,13 @@ async fn connect<B: Backend>(
     )
     .await?;
     let info = db.info();
+    progress.learn(|facts| {
+        facts.database = Some(DatabaseFacts {
+            backend: info.backend,
+            host: info.host.clone(),
+            name: info.name.clone(),
+        });
+    });
     progress.done(format!(
         "connected to {}{}",
         info.url,

@@ -836,6 +836,7 @@ fn sigterm_during_the_backup_stops_pg_dump_and_leaves_no_file() {
         .envs([
             ("PATH", path.as_str()),
             ("STARTGATE_LOG_FORMAT", "json"),
+            ("STARTGATE_LISTEN", "127.0.0.1:0"),
             ("DATABASE_URL", project.db.url.as_str()),
             ("STARTGATE_MIGRATIONS", migrations.as_str()),
             ("STARTGATE_BACKUP_DIR", backups.as_str()),
@@ -936,6 +937,7 @@ fn a_disk_full_during_the_dump_leaves_no_partial_file() {
     }
     cmd.envs([
         ("STARTGATE_LOG_FORMAT", "json"),
+        ("STARTGATE_LISTEN", "127.0.0.1:0"),
         ("DATABASE_URL", project.db.url.as_str()),
         ("STARTGATE_MIGRATIONS", migrations.as_str()),
         ("STARTGATE_BACKUP_DIR", backups.as_str()),

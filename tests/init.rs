@@ -414,6 +414,7 @@ fn sigterm_during_a_statement_cancels_it_rolls_back_releases_the_lock_and_exits_
         .env("DATABASE_URL", &db.url)
         .env("STARTGATE_MIGRATIONS", dir.path())
         .env("STARTGATE_LOG_FORMAT", "json")
+        .env("STARTGATE_LISTEN", "127.0.0.1:0")
         .env("STARTGATE_BACKUP", "never")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -405,6 +405,8 @@ pub fn startgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output
         }
     }
     cmd.env("STARTGATE_LOG_FORMAT", "json");
+    // Every test serves the endpoint, on a port of its own.
+    cmd.env("STARTGATE_LISTEN", "127.0.0.1:0");
     // Backups go to a directory of this test process, never into the repository.
     cmd.env(
         "STARTGATE_BACKUP_DIR",
