@@ -1220,7 +1220,7 @@ fn plan_files(
         .map(|e| e.version.clone())
         .collect::<Vec<_>>();
     for version in to_run {
-        let Some(m) = migrations.iter().find(|m| m.version == version) else {
+        let Some(m) = plan::index_of(migrations, &version).map(|i| &migrations[i]) else {
             continue;
         };
         match source::read_statements(m) {

@@ -126,19 +126,32 @@ impl Running {
     }
 }
 
-fn lock_key() -> i64 {
-    LockKey::for_table(&HistoryTable {
+/// A migrations directory with one pending migration.
+fn one_migration() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (id int);\n").expect("write");
+    dir
+}
+
+/// Another replica's session holding the migration lock of the default history table, so
+/// that `init` waits in `acquiring_lock` until it is released.
+fn hold_the_lock(db: &TestDb) -> Blocker {
+    let key = LockKey::for_table(&HistoryTable {
         schema: "public".into(),
         table: "startgate_migrations".into(),
     })
-    .0
+    .0;
+    Blocker::hold(
+        db,
+        "other-replica",
+        &format!("BEGIN; SELECT pg_advisory_xact_lock({key})"),
+    )
 }
 
 #[test]
 fn the_endpoint_says_what_init_waits_for_and_never_shows_the_password() {
     let db = TestDb::new("endpoint_wait");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (id int);\n").expect("write");
+    let dir = one_migration();
     // Trust authentication accepts any password: this one must appear nowhere.
     let url = db
         .url
@@ -148,11 +161,7 @@ fn the_endpoint_says_what_init_waits_for_and_never_shows_the_password() {
         "the test URL has a user to add a password to: {}",
         db.url
     );
-    let mut blocker = Blocker::hold(
-        &db,
-        "other-replica",
-        &format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key()),
-    );
+    let mut blocker = hold_the_lock(&db);
     let mut run = Running::start(&url, dir.path(), &[]);
     let addr = run.endpoint();
     run.wait_for_line("\"event\":\"lock.waiting\"");
@@ -188,13 +197,8 @@ fn the_endpoint_says_what_init_waits_for_and_never_shows_the_password() {
 #[test]
 fn the_token_guards_status_and_metrics_but_not_the_probes() {
     let db = TestDb::new("endpoint_token");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (id int);\n").expect("write");
-    let mut blocker = Blocker::hold(
-        &db,
-        "other-replica",
-        &format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key()),
-    );
+    let dir = one_migration();
+    let mut blocker = hold_the_lock(&db);
     let mut run = Running::start(
         &db.url,
         dir.path(),
@@ -221,13 +225,8 @@ fn the_token_guards_status_and_metrics_but_not_the_probes() {
 #[test]
 fn stalled_clients_do_not_delay_livez() {
     let db = TestDb::new("endpoint_stalled");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (id int);\n").expect("write");
-    let mut blocker = Blocker::hold(
-        &db,
-        "other-replica",
-        &format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key()),
-    );
+    let dir = one_migration();
+    let mut blocker = hold_the_lock(&db);
     let mut run = Running::start(&db.url, dir.path(), &[]);
     let addr = run.endpoint();
     // A hundred clients that connect and send half a request, then nothing.

@@ -94,14 +94,19 @@ pub fn respond(
             )
         }
         "/readyz" => {
-            let app = status.facts.app.as_ref();
-            let passed = app.is_some_and(|a| a.last_passed);
-            let ready = phase == Phase::Ready && passed;
             let checks = [
                 (phase_check(phase), phase == Phase::Ready),
-                ("app-probe", passed),
+                ("app-probe", app_passed(status)),
             ];
-            probe(ready, "readyz", &checks, verbose, status, token, now)
+            probe(
+                ready(status),
+                "readyz",
+                &checks,
+                verbose,
+                status,
+                token,
+                now,
+            )
         }
         "/status" | "/metrics" if !authorized(request.authorization, token) => Reply::new(
             401,
@@ -116,6 +121,17 @@ pub fn respond(
             "not found; try /livez, /startupz, /readyz, /status or /metrics\n".to_string(),
         ),
     }
+}
+
+/// Whether the app's last probe passed.
+fn app_passed(status: &Status) -> bool {
+    status.facts.app.as_ref().is_some_and(|a| a.last_passed)
+}
+
+/// `ready` as `/readyz`, `/status` and `/metrics` say it: the phase is `ready` and the app's
+/// last probe passed.
+fn ready(status: &Status) -> bool {
+    status.machine.phase() == Phase::Ready && app_passed(status)
 }
 
 /// `phase-<name>` check names for the verbose text, as kube-apiserver names its checks.
@@ -223,8 +239,7 @@ pub fn status_json(status: &Status, now: SystemTime) -> Value {
         });
     json!({
         "phase": machine.phase().as_str(),
-        "ready": machine.phase() == Phase::Ready
-            && facts.app.as_ref().is_some_and(|a| a.last_passed),
+        "ready": ready(status),
         "failure": machine.failure().map(|f| json!({
             "phase": f.phase.as_str(),
             "reason": f.reason,
@@ -286,15 +301,13 @@ pub fn metrics(status: &Status, now: SystemTime) -> String {
             u8::from(machine.phase() == phase)
         );
     }
-    let ready =
-        machine.phase() == Phase::Ready && facts.app.as_ref().is_some_and(|a| a.last_passed);
     family(
         &mut out,
         "startgate_ready",
         "gauge",
         "1 when the app is ready and its last probe passed.",
     );
-    let _ = writeln!(out, "startgate_ready {}", u8::from(ready));
+    let _ = writeln!(out, "startgate_ready {}", u8::from(ready(status)));
     family(
         &mut out,
         "startgate_phase_duration_seconds",

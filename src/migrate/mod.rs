@@ -16,7 +16,13 @@ use std::time::Duration;
 
 pub use version::Version;
 
-/// One up migration, parsed and checked; everything `init` needs to apply it.
+/// The first 12 hex digits of a checksum, enough to tell two apart in a message.
+pub fn short_checksum(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
+}
+
+/// One up migration as every start reads it: what identifies it and how it runs. Its statements
+/// are read only when it is to run ([`source::read_statements`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Migration {
     pub version: Version,

@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{HistoryRow, Migration, RowState, Statement, Version, split};
+use super::{HistoryRow, Migration, RowState, Statement, Version, short_checksum, split};
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` expired.
 pub const SQLSTATE_LOCK_TIMEOUT: &str = "55P03";
@@ -149,10 +149,6 @@ pub enum Problem {
     },
 }
 
-fn short(checksum: &str) -> &str {
-    checksum.get(..12).unwrap_or(checksum)
-}
-
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -175,8 +171,8 @@ impl fmt::Display for Problem {
                 f,
                 "{file_name} was changed after it was applied (checksum {} in the history, {} on disk): \
                  restore the applied text and put the change in a new migration",
-                short(recorded),
-                short(actual)
+                short_checksum(recorded),
+                short_checksum(actual)
             ),
             Problem::Missing {
                 version,
@@ -264,11 +260,16 @@ pub fn unfinished(local: &[Migration], rows: &[HistoryRow]) -> Vec<usize> {
     let mut indexes: Vec<usize> = rows
         .iter()
         .filter(|r| r.state != RowState::Applied)
-        .filter_map(|r| local.binary_search_by(|m| m.version.cmp(&r.version)).ok())
+        .filter_map(|r| index_of(local, &r.version))
         .collect();
     indexes.sort_unstable();
     indexes.dedup();
     indexes
+}
+
+/// The index in `local` (sorted by version, as the loader returns it) of the file of `version`.
+pub fn index_of(local: &[Migration], version: &Version) -> Option<usize> {
+    local.binary_search_by(|m| m.version.cmp(version)).ok()
 }
 
 /// Plans `local` (sorted by version, no duplicates, as the source loader returns them) against
@@ -431,8 +432,8 @@ fn resumable(
     if r.checksum != m.checksum {
         return Err(format!(
             "the file was changed after it failed (checksum {} in the history, {} on disk)",
-            short(&r.checksum),
-            short(&m.checksum)
+            short_checksum(&r.checksum),
+            short_checksum(&m.checksum)
         ));
     }
     if let Some(statement) = statements.get(r.statements_done as usize)

@@ -860,35 +860,11 @@ pub fn read_statements(m: &Migration) -> Result<Vec<Statement>, Vec<FileProblem>
         return Err(problem(format!(
             "the file changed on disk while startgate was running (checksum {} when it started, \
              {} now); nothing of it was run, start again",
-            short_checksum(&m.checksum),
-            short_checksum(&now.checksum)
+            super::short_checksum(&m.checksum),
+            super::short_checksum(&now.checksum)
         )));
     }
     Ok(statements)
-}
-
-/// Checks the statements of the migrations at `indexes` of `local` (the ones that will run),
-/// reporting every problem of every file at once, and keeps none of them.
-pub fn check_statements(
-    local: &[Migration],
-    indexes: impl IntoIterator<Item = usize>,
-) -> Result<(), SourceError> {
-    let mut problems = Vec::new();
-    for index in indexes {
-        if let Some(m) = local.get(index)
-            && let Err(found) = read_statements(m)
-        {
-            problems.extend(found);
-        }
-    }
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(SourceError::Problems(problems)),
-    }
-}
-
-fn short_checksum(checksum: &str) -> &str {
-    checksum.get(..12).unwrap_or(checksum)
 }
 
 /// Reads the migrations of `dir` (not its subdirectories): every file [`classify`] calls an up
