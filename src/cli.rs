@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, Settings};
 use crate::exit::{Error, code};
-use crate::{logging, redact, run};
+use crate::{logging, redact, run, termination};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,22 @@ enum Command {
     /// Wait for the database, take the migration lock, apply pending migrations, verify, then
     /// exit (Kubernetes init container, Render pre-deploy command, Helm hook Job).
     Init,
+    /// The steps of init, then start CMD, supervise it and probe it until it is ready; serve
+    /// the endpoint throughout; exit with CMD's exit status (Render start command, Docker
+    /// ENTRYPOINT, PID 1).
+    Run {
+        /// The app's command and its arguments, after `--`.
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Probe an app in another container and serve the endpoint until SIGTERM (Kubernetes
+    /// native sidecar). No database work.
+    Watch,
     /// Show the plan: applied, pending, out-of-order, changed, missing, future and failed
     /// migrations. Exit 0 when up to date, 9 when only pending migrations remain, 7 when the
     /// history is inconsistent.
@@ -123,6 +139,7 @@ pub fn main() -> ExitCode {
             };
             logging::init("info", format);
             tracing::error!(event = "exit", exit_code = code::USAGE, "{e}");
+            termination::write(&termination::from_env(), &e.to_string());
             return ExitCode::from(code::USAGE);
         }
     };
@@ -147,6 +164,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Status { json } => run::status(&settings, json).await,
             Command::Init => run::init(&settings).await,
+            Command::Run { command } => run::run(&settings, &command).await,
+            Command::Watch => run::watch(&settings).await,
             Command::Backup => run::backup(&settings).await,
             Command::Verify => run::verify(&settings).await,
             Command::Schema { json } => run::schema(&settings, json).await,
@@ -159,12 +178,19 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(status) => ExitCode::from(status),
-        Err(e) => fail(&e),
+        Err(e) => {
+            let code = fail(&e);
+            // A stop a signal asked for is no failure to explain.
+            if e.stop().is_none() {
+                termination::write(&settings.termination_log, &message(&e));
+            }
+            code
+        }
     }
 }
 
-/// Logs the error with its causes (secrets masked) and returns its exit status.
-fn fail(error: &Error) -> ExitCode {
+/// The error with its causes, as one message.
+fn message(error: &Error) -> String {
     let mut message = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -175,8 +201,18 @@ fn fail(error: &Error) -> ExitCode {
         }
         source = cause_of(source);
     }
+    message
+}
+
+/// Logs the error with its causes (secrets masked) and returns its exit status.
+fn fail(error: &Error) -> ExitCode {
     let exit_code = error.exit_code();
-    tracing::error!(event = "exit", exit_code, "{}", redact::mask(&message));
+    tracing::error!(
+        event = "exit",
+        exit_code,
+        "{}",
+        redact::mask(&message(error))
+    );
     ExitCode::from(exit_code)
 }
 
@@ -225,6 +261,24 @@ mod tests {
                 "Status { json: true }",
             ),
             (&["startgate", "init"][..], "Init"),
+            (&["startgate", "watch"][..], "Watch"),
+            (
+                &[
+                    "startgate",
+                    "run",
+                    "--",
+                    "python",
+                    "-m",
+                    "app",
+                    "--port",
+                    "8000",
+                ][..],
+                "Run { command: [\"python\", \"-m\", \"app\", \"--port\", \"8000\"] }",
+            ),
+            (
+                &["startgate", "run", "uvicorn", "app:app"][..],
+                "Run { command: [\"uvicorn\", \"app:app\"] }",
+            ),
             (&["startgate", "backup"][..], "Backup"),
             (&["startgate", "verify"][..], "Verify"),
             (

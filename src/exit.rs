@@ -59,8 +59,68 @@ pub enum Error {
     /// SIGTERM or SIGINT outside a statement (while waiting for the database, say).
     #[error("interrupted by {}", .0.name())]
     Interrupted(Stop),
+    /// The app (`run`): it could not start, it hung, or it failed on its own.
+    #[error(transparent)]
+    App(#[from] AppError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What ended `run` on the app's side.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("run needs the app's command: startgate run -- CMD [ARG...]")]
+    NoCommand,
+    #[error("cannot start the app {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The app missed its startup deadline; the diagnosis.
+    #[error("{summary}")]
+    Hang { summary: String },
+    /// The app exited on its own with a failure.
+    #[error("the app {how}{}{}", if *.before_ready { " before it was ready" } else { "" }, stderr_text(.stderr))]
+    Exited {
+        /// Its status as startgate's exit status (128+N for signal N).
+        code: u8,
+        /// `exited with status 3`, `was killed by signal 9 (SIGKILL)`.
+        how: String,
+        before_ready: bool,
+        /// Its last stderr lines, masked.
+        stderr: Vec<String>,
+    },
+}
+
+fn stderr_text(lines: &[String]) -> String {
+    match lines {
+        [] => "; it wrote nothing to stderr".to_string(),
+        lines => format!(
+            "; its last stderr lines:\n{}",
+            lines
+                .iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::NoCommand => code::USAGE,
+            // As a shell says it: 127 not found, 126 not executable.
+            AppError::Spawn { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                std::io::ErrorKind::PermissionDenied => 126,
+                _ => code::INTERNAL,
+            },
+            AppError::Hang { .. } => code::STARTUP_TIMEOUT,
+            AppError::Exited { code, .. } => *code,
+        }
+    }
 }
 
 impl From<StepsError> for Error {
@@ -98,6 +158,7 @@ impl Error {
             }
             Error::Lock(LockError::Backend(_)) => code::INTERNAL,
             Error::Verify(_) => code::VERIFY_FAILED,
+            Error::App(e) => e.exit_code(),
             Error::Backup(_) => match self.stop() {
                 Some(stop) => stop.exit_code(),
                 None => code::BACKUP_FAILED,

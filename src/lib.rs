@@ -26,4 +26,5 @@ pub mod report;
 pub mod run;
 pub mod schema;
 pub mod supervise;
+pub mod termination;
 pub mod wait;

@@ -86,6 +86,12 @@ impl Phase {
         })
     }
 
+    /// Whether `self` comes before `later` on the forward path (`verifying` precedes `done`;
+    /// `ready` does not).
+    pub fn precedes(self, later: Phase) -> bool {
+        matches!((self.rank(), later.rank()), (Some(a), Some(b)) if a < b)
+    }
+
     /// Final phases accept no further transition.
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Done | Phase::Failed | Phase::Stopping)
@@ -180,8 +186,9 @@ pub enum Event {
     Fail { reason: String, exit_code: i32 },
     /// The app stopped answering after `ready`: back to `probing_app` with a fresh deadline.
     AppDown { reason: String },
-    /// SIGTERM or SIGINT: startup ends in `stopping`.
-    Stop { signal: String },
+    /// SIGTERM or SIGINT (`SIGTERM received`), or the app ended on its own after it was
+    /// ready (`the app exited with status 0`): startup ends in `stopping`.
+    Stop { reason: String },
 }
 
 /// A change the caller may want to log.
@@ -309,16 +316,12 @@ impl Machine {
                 }
                 Ok(self.move_to(Phase::ProbingApp, Outcome::Interrupted(reason), at))
             }
-            Event::Stop { signal } => {
+            Event::Stop { reason } => {
                 if phase.is_final() {
-                    return Err(invalid(&Event::Stop { signal }));
+                    return Err(invalid(&Event::Stop { reason }));
                 }
                 self.current_mut().outcome = None;
-                Ok(self.move_to(
-                    Phase::Stopping,
-                    Outcome::Interrupted(format!("{signal} received")),
-                    at,
-                ))
+                Ok(self.move_to(Phase::Stopping, Outcome::Interrupted(reason), at))
             }
         }
     }
@@ -351,7 +354,7 @@ fn describe(event: &Event) -> String {
         Event::Outcome(o) => format!("outcome {}", o.kind()),
         Event::Fail { .. } => "failing".to_string(),
         Event::AppDown { .. } => "app down".to_string(),
-        Event::Stop { signal } => format!("stopping on {signal}"),
+        Event::Stop { reason } => format!("stopping ({reason})"),
     }
 }
 
@@ -508,7 +511,7 @@ mod tests {
                 (
                     2,
                     Stop {
-                        signal: "SIGTERM".into(),
+                        reason: "SIGTERM received".into(),
                     },
                 ),
             ],
@@ -539,12 +542,12 @@ mod tests {
                     exit_code: 1,
                 }],
                 Stop {
-                    signal: "SIGTERM".into(),
+                    reason: "SIGTERM received".into(),
                 },
             ),
             (
                 vec![Stop {
-                    signal: "SIGINT".into(),
+                    reason: "SIGINT received".into(),
                 }],
                 Fail {
                     reason: "x".into(),

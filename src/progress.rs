@@ -126,9 +126,26 @@ impl Progress {
 
     /// A signal arrived: startup ends in `stopping`.
     pub fn stop(&self, signal: &str) {
+        self.stopping(format!("{signal} received"));
+    }
+
+    /// Startup ends in `stopping` for `reason` (`the app exited with status 0`).
+    pub fn stopping(&self, reason: impl Into<String>) {
         self.apply(Event::Stop {
-            signal: signal.to_string(),
+            reason: reason.into(),
         });
+    }
+
+    /// The app stopped answering after `ready`: back to `probing_app`.
+    pub fn app_down(&self, reason: impl Into<String>) {
+        self.apply(Event::AppDown {
+            reason: reason.into(),
+        });
+    }
+
+    /// Updates the app's facts (creating them on first use).
+    pub fn learn_app(&self, change: impl FnOnce(&mut AppFacts)) {
+        self.learn(|facts| change(facts.app.get_or_insert_with(AppFacts::default)));
     }
 
     fn apply(&self, event: Event) {

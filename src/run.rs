@@ -123,9 +123,66 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
             &expectations,
             &stop,
             &progress,
-            started
+            started,
+            Phase::Done
         )
     );
+    finish(&progress, &result);
+    result
+}
+
+/// `startgate run -- CMD [ARG...]`: the steps of `init`, then the app, supervised and probed
+/// until it exits; exits with the app's own status (DESIGN.md "Supervising").
+pub async fn run(settings: &Settings, argv: &[std::ffi::OsString]) -> Result<u8, Error> {
+    if argv.is_empty() {
+        return Err(crate::exit::AppError::NoCommand.into());
+    }
+    let url = database_url(settings)?;
+    let expectations = load_expectations(settings)?;
+    let (stop, mut forwarded) = crate::supervise::app::listen()?;
+    crate::supervise::reaper::adopt_orphans();
+    let started = Instant::now();
+    let loading = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || load_migrations(&settings))
+    };
+    let progress = Progress::new();
+    let _endpoint = serve_endpoint(settings, &progress).await?;
+    let result = async {
+        on_backend!(
+            url,
+            init_on(
+                settings,
+                url,
+                loading,
+                &expectations,
+                &stop,
+                &progress,
+                started,
+                Phase::StartingApp
+            )
+        )?;
+        crate::supervise::app::supervise(settings, argv, &progress, &stop, &mut forwarded).await
+    }
+    .await;
+    finish(&progress, &result);
+    result
+}
+
+/// `startgate watch`: probe the app in the next container and serve the endpoint until
+/// SIGTERM (DESIGN.md "`watch`"). No database work.
+pub async fn watch(settings: &Settings) -> Result<u8, Error> {
+    let Some(probe) = settings.effective_probe() else {
+        return Err(Error::Usage(
+            "watch needs something to probe: set STARTGATE_PROBE (http://HOST:PORT/PATH, \
+             tcp://HOST:PORT or exec:COMMAND) or PORT"
+                .to_string(),
+        ));
+    };
+    let stop = listen_for_signals()?;
+    let progress = Progress::new();
+    let _endpoint = serve_endpoint(settings, &progress).await?;
+    let result = crate::supervise::watch::watch(settings, &probe, &progress, &stop).await;
     finish(&progress, &result);
     result
 }
@@ -139,6 +196,7 @@ async fn init_on<B: Backend>(
     stop: &StopToken,
     progress: &Progress,
     started: Instant,
+    next: Phase,
 ) -> Result<u8, Error> {
     let (mut db, mut files) =
         connect_while_reading::<B>(settings, url, loading, stop, progress).await?;
@@ -154,7 +212,7 @@ async fn init_on<B: Backend>(
     .await;
     db.close().await;
     let outcome = result?;
-    progress.enter(Phase::Done);
+    progress.enter(next);
     let elapsed = started.elapsed().as_millis();
     let mut summary = match outcome.applied {
         0 => format!("nothing to apply ({elapsed} ms)"),
@@ -1022,7 +1080,7 @@ fn out(text: &str) {
 /// success, `stopping` for a signal, `failed` with the reason and exit status otherwise.
 fn finish(progress: &Progress, result: &Result<u8, Error>) {
     match result {
-        Ok(_) if progress.phase() != Phase::Done => progress.enter(Phase::Done),
+        Ok(_) if progress.phase().precedes(Phase::Done) => progress.enter(Phase::Done),
         Ok(_) => {}
         Err(e) => match e.stop() {
             Some(stop) => progress.stop(stop.name()),

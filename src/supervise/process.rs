@@ -8,22 +8,24 @@
 //! - at the deadline, or when a stop is requested, the group gets SIGTERM, then SIGKILL after
 //!   `kill_grace`;
 //! - it is always reaped before this returns, and killed (group and all) if the future is
-//!   dropped.
+//!   dropped;
+//! - it is spawned through [`spawn_managed`], so the orphan reaper
+//!   ([`crate::supervise::reaper`]) leaves it to tokio, which waits for it here.
 
+use std::collections::BTreeSet;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::duration::HumanDuration;
-use crate::redact;
 use crate::supervise::signals::{Stop, StopToken};
+use crate::supervise::tail::Tail;
 
 /// How many lines of a program's stderr are kept for its error message.
 pub const STDERR_TAIL_LINES: usize = 20;
-/// The longest line kept (a program printing megabytes on one line cannot exhaust memory).
-const MAX_LINE: usize = 2_000;
 
 /// How a bounded program ended.
 #[derive(Debug)]
@@ -73,6 +75,47 @@ fn tail_text(tail: &[String]) -> String {
     } else {
         format!(" (last output: {})", tail.join("; "))
     }
+}
+
+/// The pids of the children startgate spawned and waits for itself (through tokio). The
+/// reaper reaps every other child (adopted orphans) and must never steal one of these: their
+/// exit statuses matter.
+static MANAGED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Keeps a spawned child's pid in the managed set until dropped (after the child is reaped).
+#[derive(Debug)]
+pub struct Managed(Option<u32>);
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            managed().remove(&pid);
+        }
+    }
+}
+
+fn managed() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    // A panic while holding the lock leaves a set that is still a valid set.
+    MANAGED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Spawns `command` and records its pid as managed, under the lock the reaper takes, so the
+/// reaper can never see it exit before it is recorded.
+pub fn spawn_managed(command: &mut Command) -> std::io::Result<(Child, Managed)> {
+    let mut set = managed();
+    let child = command.spawn()?;
+    let pid = child.id();
+    if let Some(pid) = pid {
+        set.insert(pid);
+    }
+    Ok((child, Managed(pid)))
+}
+
+/// Runs `f` with the managed pids locked (the reaper's view of what it must not touch).
+pub fn with_managed<R>(f: impl FnOnce(&BTreeSet<u32>) -> R) -> R {
+    f(&managed())
 }
 
 /// The most of a program's stdout [`output_of`] keeps.
@@ -129,19 +172,19 @@ async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RunError::NotFound {
-            program: program.to_string(),
-        },
-        _ => RunError::Spawn {
-            program: program.to_string(),
-            source,
-        },
-    })?;
+    let (mut child, _managed) =
+        spawn_managed(&mut command).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => RunError::NotFound {
+                program: program.to_string(),
+            },
+            _ => RunError::Spawn {
+                program: program.to_string(),
+                source,
+            },
+        })?;
     let pid = child.id();
     let stdout = child.stdout.take();
     let captured = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
         let mut bytes = Vec::new();
         if let Some(stdout) = stdout {
             let _ = stdout
@@ -153,23 +196,15 @@ async fn run(
     });
     let stderr = child.stderr.take();
     let tail = tokio::spawn(async move {
-        let mut tail: Vec<String> = Vec::new();
-        let Some(stderr) = stderr else { return tail };
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(mut line)) = lines.next_line().await {
-            if line.len() > MAX_LINE {
-                let mut cut = MAX_LINE;
-                while !line.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                line.truncate(cut);
+        let mut tail = Tail::new(STDERR_TAIL_LINES);
+        if let Some(mut stderr) = stderr {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                tail.push(&buf[..n]);
             }
-            if tail.len() == STDERR_TAIL_LINES {
-                tail.remove(0);
-            }
-            tail.push(redact::mask(&line).into_owned());
         }
-        tail
+        tail.finish();
+        tail.lines()
     });
 
     let outcome = tokio::select! {
@@ -201,7 +236,7 @@ async fn run(
     let stderr_tail = tail.await.unwrap_or_default();
     if let Some(capture) = capture {
         let bytes = captured.await.unwrap_or_default();
-        *capture = redact::mask(&String::from_utf8_lossy(&bytes)).into_owned();
+        *capture = crate::redact::mask(&String::from_utf8_lossy(&bytes)).into_owned();
     }
     Ok(Finished {
         status,
@@ -210,7 +245,7 @@ async fn run(
 }
 
 /// SIGTERM to the process group, SIGKILL after `grace`, then reap the child.
-async fn stop_group(child: &mut Child, pid: Option<u32>, grace: Duration) {
+pub async fn stop_group(child: &mut Child, pid: Option<u32>, grace: Duration) {
     let Some(pgid) = pid.and_then(|p| i32::try_from(p).ok()) else {
         let _ = child.kill().await;
         return;

@@ -6,7 +6,7 @@
 //! starts: a migration is never abandoned half-way by a signal, it is cancelled and rolled back.
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// A stop request: the signal that asked for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,9 @@ impl Stop {
             libc::SIGINT => "SIGINT",
             libc::SIGHUP => "SIGHUP",
             libc::SIGQUIT => "SIGQUIT",
+            libc::SIGUSR1 => "SIGUSR1",
+            libc::SIGUSR2 => "SIGUSR2",
+            libc::SIGKILL => "SIGKILL",
             _ => "signal",
         }
     }
@@ -77,31 +80,64 @@ impl StopToken {
 /// Installs SIGTERM and SIGINT handlers and returns the token they fire. Must be called inside
 /// the tokio runtime.
 pub fn listen() -> std::io::Result<StopToken> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let (stop, _) = install(&[])?;
+    Ok(stop)
+}
+
+/// The signals `run` forwards to the app besides SIGTERM and SIGINT (DESIGN.md "Supervising").
+pub const FORWARDED: [i32; 4] = [libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// For `run`: SIGTERM and SIGINT fire the token as [`listen`] does, and every one of them, as
+/// well as each of [`FORWARDED`], is also sent down the channel, in order, for forwarding.
+pub fn listen_forwarding() -> std::io::Result<(StopToken, mpsc::UnboundedReceiver<i32>)> {
+    install(&FORWARDED)
+}
+
+fn install(others: &[i32]) -> std::io::Result<(StopToken, mpsc::UnboundedReceiver<i32>)> {
+    // Every handler is installed before any is listened to, so a failure leaves none half-set.
+    let mut streams = vec![
+        (libc::SIGTERM, signal(SignalKind::terminate())?),
+        (libc::SIGINT, signal(SignalKind::interrupt())?),
+    ];
+    for &number in others {
+        streams.push((number, signal(SignalKind::from_raw(number))?));
+    }
+    let (arrived, mut arrivals) = mpsc::unbounded_channel();
+    for (number, mut stream) in streams {
+        let arrived = arrived.clone();
+        // Each listener lives as long as the process: the handler stays installed, so further
+        // signals are absorbed rather than killing startgate in the middle of its cleanup.
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if arrived.send(number).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let (tx, rx) = watch::channel(None);
+    let (forward, forwarded) = mpsc::unbounded_channel();
+    let forwarding = !others.is_empty();
     tokio::spawn(async move {
-        let signal = tokio::select! {
-            _ = term.recv() => libc::SIGTERM,
-            _ = int.recv() => libc::SIGINT,
-        };
-        tracing::warn!(
-            event = "signal",
-            signal = Stop { signal }.name(),
-            "{} received: cancelling and stopping",
-            Stop { signal }.name()
-        );
-        let _ = tx.send(Some(Stop { signal }));
-        // Keep the handlers installed (and the sender alive) so further signals are absorbed
-        // rather than killing the process in the middle of its cleanup.
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+        while let Some(signal) = arrivals.recv().await {
+            let stop = Stop { signal };
+            let first_stop =
+                matches!(signal, libc::SIGTERM | libc::SIGINT) && tx.borrow().is_none();
+            if first_stop {
+                tracing::warn!(
+                    event = "signal",
+                    signal = stop.name(),
+                    "{} received: stopping",
+                    stop.name()
+                );
+                let _ = tx.send(Some(stop));
+            }
+            if forwarding {
+                let _ = forward.send(signal);
             }
         }
     });
-    Ok(StopToken { rx })
+    Ok((StopToken { rx }, forwarded))
 }
 
 #[cfg(test)]
