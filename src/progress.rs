@@ -51,6 +51,8 @@ pub struct AppFacts {
     pub last_result: Option<String>,
     /// The hang diagnosis, once there is one.
     pub diagnosis: Option<String>,
+    /// The last lines of the app's stderr (masked), as of the last probe (`run` only).
+    pub stderr: Vec<String>,
 }
 
 /// The phase machine and the facts: everything the endpoint serves.

@@ -5,125 +5,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Blocker, TestDb, startgate};
+use common::{Blocker, Running, TestDb, get, startgate};
 use startgate::backend::LockKey;
 use startgate::config::HistoryTable;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `GET path` with an optional bearer token: status code and body.
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// A running `startgate init` whose stderr lines arrive on a channel.
-struct Running {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(db_url: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_startgate"))
-            .arg("init")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", db_url)
-            .env("STARTGATE_MIGRATIONS", dir)
-            .env("STARTGATE_LOG_FORMAT", "json")
-            .env("STARTGATE_LISTEN", "127.0.0.1:0")
-            .env("STARTGATE_BACKUP", "never")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn startgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!(
-            "no log line with {needle:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// The endpoint's address, from its log line.
-    fn endpoint(&mut self) -> SocketAddr {
-        let line = self.wait_for_line("\"event\":\"endpoint\"");
-        let value: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        value["address"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line}"))
-    }
-
-    /// Waits for the exit; the status code and every stderr line.
-    fn finish(mut self) -> (i32, String) {
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "startgate did not finish");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.seen.push(line);
-        }
-        (status.code().unwrap_or(-1), self.seen.join("\n"))
-    }
+/// `startgate init` with the endpoint on a free port, its migrations in `dir`.
+fn start_init(db_url: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Running {
+    let dir = dir.display().to_string();
+    let mut env = vec![
+        ("DATABASE_URL", db_url),
+        ("STARTGATE_MIGRATIONS", dir.as_str()),
+        ("STARTGATE_BACKUP", "never"),
+    ];
+    env.extend_from_slice(extra);
+    Running::start(&["init"], &env)
 }
 
 /// A migrations directory with one pending migration.
@@ -162,7 +63,7 @@ fn the_endpoint_says_what_init_waits_for_and_never_shows_the_password() {
         db.url
     );
     let mut blocker = hold_the_lock(&db);
-    let mut run = Running::start(&url, dir.path(), &[]);
+    let mut run = start_init(&url, dir.path(), &[]);
     let addr = run.endpoint();
     run.wait_for_line("\"event\":\"lock.waiting\"");
 
@@ -199,7 +100,7 @@ fn the_token_guards_status_and_metrics_but_not_the_probes() {
     let db = TestDb::new("endpoint_token");
     let dir = one_migration();
     let mut blocker = hold_the_lock(&db);
-    let mut run = Running::start(
+    let mut run = start_init(
         &db.url,
         dir.path(),
         &[("STARTGATE_STATUS_TOKEN", "t0ken-xyz")],
@@ -227,7 +128,7 @@ fn stalled_clients_do_not_delay_livez() {
     let db = TestDb::new("endpoint_stalled");
     let dir = one_migration();
     let mut blocker = hold_the_lock(&db);
-    let mut run = Running::start(&db.url, dir.path(), &[]);
+    let mut run = start_init(&db.url, dir.path(), &[]);
     let addr = run.endpoint();
     // A hundred clients that connect and send half a request, then nothing.
     let stalled: Vec<TcpStream> = (0..100)

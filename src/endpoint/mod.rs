@@ -263,6 +263,7 @@ pub fn status_json(status: &Status, now: SystemTime) -> Value {
             "attempts": a.attempts,
             "last_result": a.last_result,
             "diagnosis": a.diagnosis,
+            "stderr": a.stderr,
         })),
     })
 }

@@ -59,6 +59,7 @@ fn ready(last_passed: bool) -> Status {
             last_passed,
             last_result: Some("200 OK".to_string()),
             diagnosis: None,
+            stderr: vec!["INFO: Application startup complete.".to_string()],
         }),
     )
 }

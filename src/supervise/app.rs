@@ -39,7 +39,9 @@ use crate::supervise::{inspect, process, reaper};
 const HANG_COMMAND_LIMIT: Duration = Duration::from_secs(10);
 /// How long to wait for the app's stderr to be read to its end once the app has exited.
 const STDERR_DRAIN: Duration = Duration::from_secs(1);
-/// How many stderr lines a failure's message repeats.
+/// How long an unfinished stderr line waits for its end before it is passed on.
+const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(50);
+/// How many stderr lines a failure's message repeats (and `/status` shows).
 const MESSAGE_LINES: usize = 5;
 
 /// The app, started.
@@ -159,21 +161,59 @@ fn spawn(argv: &[OsString]) -> Result<App, AppError> {
     })
 }
 
-/// Passes the app's stderr through, byte for byte, keeping its tail.
+/// Passes the app's stderr through, line by line with secrets masked, keeping its tail. An
+/// unfinished line (a prompt, a progress bar) is passed on after [`PARTIAL_LINE_WAIT`].
 async fn pump_stderr(stderr: Option<tokio::process::ChildStderr>, tail: Arc<Mutex<Tail>>) {
     let Some(mut stderr) = stderr else { return };
     let mut out = tokio::io::stderr();
     let mut buf = vec![0u8; 8192];
-    while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-        let _ = out.write_all(&buf[..n]).await;
-        if let Ok(mut tail) = tail.lock() {
-            tail.push(&buf[..n]);
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let read = if pending.is_empty() {
+            Ok(stderr.read(&mut buf).await)
+        } else {
+            tokio::time::timeout(PARTIAL_LINE_WAIT, stderr.read(&mut buf)).await
+        };
+        match read {
+            Err(_) => {
+                pass_on(&mut out, &pending).await;
+                pending.clear();
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                if let Ok(mut tail) = tail.lock() {
+                    tail.push(&buf[..n]);
+                }
+                pending.extend_from_slice(&buf[..n]);
+                let cut = match memchr::memrchr(b'\n', &pending) {
+                    Some(at) => at + 1,
+                    None if pending.len() >= buf.len() => pending.len(),
+                    None => 0,
+                };
+                if cut > 0 {
+                    pass_on(&mut out, &pending[..cut]).await;
+                    pending.drain(..cut);
+                }
+            }
         }
     }
+    pass_on(&mut out, &pending).await;
     let _ = out.flush().await;
     if let Ok(mut tail) = tail.lock() {
         tail.finish();
     }
+}
+
+/// Writes `bytes` to startgate's stderr, secrets masked (bytes that are not UTF-8 pass as they
+/// are).
+async fn pass_on(out: &mut tokio::io::Stderr, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let _ = match std::str::from_utf8(bytes) {
+        Ok(text) => out.write_all(crate::redact::mask(text).as_bytes()).await,
+        Err(_) => out.write_all(bytes).await,
+    };
 }
 
 /// The exit status as a shell reports it: the code, or 128+N for signal N.
@@ -346,10 +386,12 @@ async fn watch_over(
                 if cpu.due(now) {
                     cpu.record(now, inspect::cpu_seconds(&app.group()));
                 }
+                let stderr = app.tail_lines(MESSAGE_LINES);
                 progress.learn_app(|a| {
                     a.attempts += 1;
                     a.last_passed = attempt.passed;
                     a.last_result = Some(attempt.result.clone());
+                    a.stderr = stderr;
                 });
                 match readiness.observe(attempt.passed, now) {
                     Change::Ready => {
@@ -471,6 +513,7 @@ fn ended(
         return Ok(code);
     }
     let stderr = app.tail_lines(MESSAGE_LINES);
+    progress.learn_app(|a| a.stderr = stderr.clone());
     if code == 0 {
         let when = if ever_ready {
             ""

@@ -12,8 +12,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -542,4 +542,215 @@ pub fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// `GET path` with an optional bearer token: status code and body.
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// How long a [`Running`] waits for a line or its exit.
+pub const RUNNING_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running `startgate` whose stderr lines arrive on a channel.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `startgate ARGS` with exactly `env` (plus PATH, JSON logs, the endpoint on a free
+    /// port, backups in a temporary directory).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_startgate"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("STARTGATE_LOG_FORMAT", "json")
+            .env("STARTGATE_LISTEN", "127.0.0.1:0")
+            .env(
+                "STARTGATE_BACKUP_DIR",
+                std::env::temp_dir().join(format!("startgate-test-backups-{}", std::process::id())),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn startgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + RUNNING_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// The endpoint's address, from its log line.
+    pub fn endpoint(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("\"event\":\"endpoint\"");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        value["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
+    /// Waits for the exit; the status code and every stderr line.
+    pub fn finish(mut self) -> (i32, String) {
+        let deadline = Instant::now() + RUNNING_LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "startgate did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(line);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+impl Running {
+    /// Sends `signal` to startgate.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Whether startgate is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+}
+
+/// `GET path` until it answers `code`, for at most `limit`; the body of that answer.
+pub fn wait_for_code(addr: SocketAddr, path: &str, code: u16, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (got, body) = get(addr, path, None);
+        if got == code {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not answer {code} within {limit:?}; last: {got} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The fixture app (`examples/demo_app.rs`), built on first use when `cargo test` was told to
+/// build only some targets.
+pub fn demo_app() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // target/<profile>/deps/<test binary> -> target/<profile>/examples/demo_app
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let app = profile_dir.join("examples").join("demo_app");
+        if !app.exists() {
+            let release = profile_dir.ends_with("release");
+            let mut build = Command::new(env!("CARGO"));
+            build.args(["build", "--example", "demo_app"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build --example demo_app");
+            assert!(status.success(), "cargo build --example demo_app failed");
+        }
+        app.display().to_string()
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test's app).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+/// The zombie children of `pid`.
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                let rest: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map(|(_, r)| r.split_whitespace().collect())
+                    .unwrap_or_default();
+                rest.first() == Some(&"Z") && rest.get(1) == Some(&pid.to_string().as_str())
+            })
+        })
+        .collect()
 }
