@@ -364,6 +364,7 @@ async fn locked_steps<B: Backend>(
         });
     }
     let host = host_name();
+    let mut newest = plan.current.clone();
     let done = apply::apply_steps(
         db,
         &plan,
@@ -373,6 +374,14 @@ async fn locked_steps<B: Backend>(
         Limits::from_settings(settings),
         &host,
         stop,
+        |applied| {
+            newest = newest.take().max(Some(applied.version.clone()));
+            progress.learn(|facts| {
+                facts.migrations.applied += 1;
+                facts.migrations.pending = facts.migrations.pending.map(|p| p.saturating_sub(1));
+                facts.migrations.current = newest.as_ref().map(ToString::to_string);
+            })
+        },
     )
     .await?;
     let current = done
@@ -382,8 +391,6 @@ async fn locked_steps<B: Backend>(
         .max()
         .cloned();
     progress.learn(|facts| {
-        facts.migrations.applied = done.len() as u64;
-        facts.migrations.pending = Some((plan.steps.len() - done.len()) as u64);
         facts.migrations.current = current.as_ref().map(ToString::to_string);
     });
     progress.done(match done.len() {

@@ -173,3 +173,40 @@ fn an_address_in_use_is_exit_two_naming_it() {
         out.stderr
     );
 }
+
+#[test]
+fn migrations_are_counted_as_each_one_commits() {
+    let db = TestDb::new("endpoint_count");
+    db.exec("CREATE TABLE held (id int)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (id int);\n").expect("write");
+    std::fs::write(
+        dir.path().join("0002_b.sql"),
+        "ALTER TABLE held ADD COLUMN b int;\n",
+    )
+    .expect("write");
+    let mut blocker = Blocker::hold(
+        &db,
+        "long-report",
+        "BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE",
+    );
+    let mut run = start_init(&db.url, dir.path(), &[("STARTGATE_LOCK_TIMEOUT", "60s")]);
+    let addr = run.endpoint();
+    run.wait_for_line("applying 0002_b.sql");
+    let (_, body) = get(addr, "/status", None);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status["phase"], "migrating", "{body}");
+    assert_eq!(status["migrations"]["applied"], 1, "{body}");
+    assert_eq!(status["migrations"]["pending"], 1, "{body}");
+    assert_eq!(status["migrations"]["current"], "0001", "{body}");
+    let (_, metrics) = get(addr, "/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "startgate_migrations_applied_total 1"),
+        "{metrics}"
+    );
+    blocker.release();
+    let (code, log) = run.finish();
+    assert_eq!(code, 0, "{log}");
+}

@@ -27,16 +27,26 @@ fn unreachable_database_exits_three_at_the_deadline_with_the_reason_and_no_passw
         closed_port()
     );
     let dir = fixture("status");
+    let termination = tempfile::NamedTempFile::new().expect("tempfile");
+    let termination_path = termination.path().display().to_string();
     let out = startgate(
-        &["status"],
+        &["init"],
         &[
             ("DATABASE_URL", &url),
             ("STARTGATE_MIGRATIONS", &dir),
             ("STARTGATE_DB_WAIT_TIMEOUT", "2s"),
+            ("STARTGATE_TERMINATION_LOG", &termination_path),
         ],
         LIMIT,
     );
     assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    // The reason is where `kubectl describe pod` shows it, without the password.
+    let summary = std::fs::read_to_string(termination.path()).expect("termination log");
+    assert!(
+        summary.starts_with("database postgres://app@127.0.0.1:")
+            && summary.contains("connection refused"),
+        "{summary}"
+    );
     assert!(
         out.elapsed >= Duration::from_secs(2),
         "gave up early: {:?}",
@@ -54,6 +64,7 @@ fn unreachable_database_exits_three_at_the_deadline_with_the_reason_and_no_passw
         out.stderr
     );
     for secret in ["hunter2-secret", "key-secret-4", "other-secret-5"] {
+        assert!(!summary.contains(secret), "{secret} leaked: {summary}");
         assert!(
             !out.stderr.contains(secret),
             "{secret} leaked: {}",
@@ -198,9 +209,12 @@ fn a_database_that_comes_up_during_the_wait_is_used() {
 
 #[test]
 fn every_bad_setting_is_reported_at_once_with_exit_two() {
+    let termination = tempfile::NamedTempFile::new().expect("tempfile");
+    let termination_path = termination.path().display().to_string();
     let out = startgate(
         &["status"],
         &[
+            ("STARTGATE_TERMINATION_LOG", &termination_path),
             ("DATABASE_URL", "mysql://root:pw-not-shown@db/app"),
             ("STARTGATE_LOCK_TIMEOUT", "10x"),
             ("STARTGATE_BACKUP", "sometimes"),
@@ -228,6 +242,12 @@ fn every_bad_setting_is_reported_at_once_with_exit_two() {
         "password leaked: {}",
         out.stderr
     );
+    let summary = std::fs::read_to_string(termination.path()).expect("termination log");
+    assert!(
+        summary.contains("6 invalid settings") && summary.contains("STARTGATE_BACKUP_KEEP"),
+        "{summary}"
+    );
+    assert!(!summary.contains("pw-not-shown"), "{summary}");
 }
 
 #[test]

@@ -246,7 +246,9 @@ pub struct Done {
 }
 
 /// Applies the plan's steps in order, each with its lock-timeout retries. Stops at the first
-/// failure: later migrations are not attempted.
+/// failure: later migrations are not attempted. `on_applied` hears of each migration as soon
+/// as it is committed (for `/status` and `/metrics`, which must count it even if a later one
+/// fails).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_steps<B: Backend>(
     db: &mut B,
@@ -257,6 +259,7 @@ pub async fn apply_steps<B: Backend>(
     limits: Limits,
     applied_by: &str,
     stop: &StopToken,
+    mut on_applied: impl FnMut(&Done),
 ) -> Result<Vec<Done>, StepsError> {
     let mut done = Vec::new();
     for step in &plan.steps {
@@ -345,6 +348,9 @@ pub async fn apply_steps<B: Backend>(
                         elapsed: applied.elapsed,
                         recovery: (applied.recovery_time.clone(), applied.recovery_lsn.clone()),
                     });
+                    if let Some(last) = done.last() {
+                        on_applied(last);
+                    }
                     break;
                 }
                 Err(failure) => failure,
