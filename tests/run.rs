@@ -444,3 +444,92 @@ fn watch_without_a_probe_is_a_usage_error() {
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("watch needs something to probe"), "{log}");
 }
+
+#[test]
+fn on_a_terminal_the_app_gets_the_foreground_and_reads_stdin() {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    let db = TestDb::new("run_tty");
+    let dir = migrations();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned nowhere else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_startgate"));
+    command
+        .args(["run", "--", "sh", "-c", "read line; echo got:$line; exit 5"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("STARTGATE_MIGRATIONS", dir.path())
+        .env("STARTGATE_BACKUP", "never")
+        .env("STARTGATE_LISTEN", "")
+        .env("STARTGATE_LOG_FORMAT", "json")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; the child becomes a session leader whose
+    // controlling terminal is the pty, as a shell would make it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn startgate");
+    drop(command);
+    let mut reader = std::fs::File::from(master.try_clone().expect("dup"));
+    let mut writer = std::fs::File::from(master);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sent = false;
+    let status = loop {
+        if let Ok(text) = rx.recv_timeout(Duration::from_millis(50)) {
+            seen.push_str(&text);
+        }
+        if !sent && seen.contains("app.started") {
+            std::thread::sleep(Duration::from_millis(200));
+            writer.write_all(b"hello\n").expect("type");
+            sent = true;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("startgate did not finish; the terminal showed:\n{seen}");
+        }
+    };
+    while let Ok(text) = rx.recv_timeout(Duration::from_millis(200)) {
+        seen.push_str(&text);
+    }
+    // A background group reading the terminal would have been stopped (SIGTTIN) instead.
+    assert_eq!(status.code(), Some(5), "{seen}");
+    assert!(seen.contains("got:hello"), "{seen}");
+}

@@ -754,3 +754,14 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+impl Drop for Running {
+    /// A test that fails half-way leaves no startgate (nor, through its parent-death signal,
+    /// no app) behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
