@@ -249,6 +249,21 @@ pub async fn supervise(
     if progress.phase() != Phase::StartingApp {
         progress.enter(Phase::StartingApp);
     }
+    // Signals from before the app existed are not the app's: a stop ends the run here, the
+    // others are dropped rather than delivered late.
+    while let Ok(signal) = forwarded.try_recv() {
+        if !matches!(signal, libc::SIGTERM | libc::SIGINT) {
+            tracing::info!(
+                event = "signal",
+                signal = Stop { signal }.name(),
+                "{} received before the app started: ignored",
+                Stop { signal }.name()
+            );
+        }
+    }
+    if let Some(stop) = stop.stopped() {
+        return Err(Error::Interrupted(stop));
+    }
     let _reaper = AbortOnDrop(reaper::start());
     let mut app = spawn(argv)?;
     let probe = settings.effective_probe();
@@ -266,15 +281,7 @@ pub async fn supervise(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let result = watch_over(
-        &mut app,
-        settings,
-        probe.as_ref(),
-        progress,
-        stop,
-        forwarded,
-    )
-    .await;
+    let result = watch_over(&mut app, settings, probe.as_ref(), progress, forwarded).await;
     finish(&mut app, settings.kill_grace).await;
     result
 }
@@ -324,10 +331,8 @@ async fn watch_over(
     settings: &Settings,
     probe: Option<&Probe>,
     progress: &Progress,
-    stop: &StopToken,
     forwarded: &mut mpsc::UnboundedReceiver<i32>,
 ) -> Result<u8, Error> {
-    // A stop that arrived while the app was being started is acted on now.
     let mut stopping: Option<Stop> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let started = Instant::now();
@@ -344,18 +349,6 @@ async fn watch_over(
     let mut cpu = CpuHistory::default();
     let mut next = tokio::time::Instant::now();
     let mut ever_ready = readiness.is_ready();
-    if let Some(signal) = stop.stopped() {
-        // Drain it from the channel: it is handled here.
-        while forwarded.try_recv().is_ok() {}
-        on_signal(
-            app,
-            signal.signal,
-            &mut stopping,
-            &mut kill_at,
-            settings,
-            progress,
-        );
-    }
     loop {
         let probing = probe.filter(|_| stopping.is_none());
         tokio::select! {
