@@ -26,6 +26,7 @@
 //!   - `orphans`: like `serve`, but before the startup delay it starts 3 grandchildren through
 //!     double forks; they outlive their parents by 300 ms and are reparented to the nearest
 //!     child subreaper, which has to reap them.
+//! - `DEMO_ORPHAN_LIFETIME_MS` (default `300`): how long each orphan of `orphans` mode lives.
 //! - `DEMO_EXIT_CODE` (default `3`): the exit status of `crash` mode.
 //! - `DEMO_EXIT_ON_TERM`: in `serve` mode, SIGTERM makes the app print `shutting down` and exit
 //!   with this status (to check that startgate reports the app's own status after forwarding).
@@ -53,7 +54,8 @@ use std::time::Duration;
 /// How many grandchildren `orphans` mode leaves behind.
 const ORPHANS: usize = 3;
 
-/// How long each orphaned grandchild lives: long enough that its parent is surely gone and it
+/// How long each orphaned grandchild lives by default (`DEMO_ORPHAN_LIFETIME_MS` overrides
+/// it): long enough that its parent is surely gone and it
 /// has been reparented, short enough that a test waiting for it to be reaped stays quick.
 const ORPHAN_LIFETIME_NS: libc::c_long = 300_000_000;
 
@@ -396,6 +398,12 @@ fn watch_sigterm(on_term: impl Fn() + Send + 'static) -> Result<(), String> {
 /// nearest child subreaper (startgate) or to init. Between fork and exit the children make only
 /// async-signal-safe calls (fork, nanosleep, _exit).
 fn start_orphans(count: usize) -> Result<(), String> {
+    let lifetime = match std::env::var("DEMO_ORPHAN_LIFETIME_MS") {
+        Err(_) => ORPHAN_LIFETIME_NS / 1_000_000,
+        Ok(value) => value.parse::<libc::c_long>().map_err(|_| {
+            format!("DEMO_ORPHAN_LIFETIME_MS={value:?} is not a whole number of milliseconds")
+        })?,
+    };
     for _ in 0..count {
         // SAFETY: the child only calls async-signal-safe functions and leaves through _exit,
         // so it never touches state (locks, allocator) another thread might have held.
@@ -411,7 +419,7 @@ fn start_orphans(count: usize) -> Result<(), String> {
             unsafe {
                 let grandchild = libc::fork();
                 if grandchild == 0 {
-                    live_as_orphan();
+                    live_as_orphan(lifetime);
                 }
                 libc::_exit(if grandchild < 0 { 1 } else { 0 });
             }
@@ -426,11 +434,11 @@ fn start_orphans(count: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The grandchild's whole life: sleep [`ORPHAN_LIFETIME_NS`], then exit.
-fn live_as_orphan() -> ! {
+/// The grandchild's whole life: sleep `ms` milliseconds, then exit.
+fn live_as_orphan(ms: libc::c_long) -> ! {
     let mut remaining = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: ORPHAN_LIFETIME_NS,
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
     };
     // SAFETY: nanosleep and _exit are async-signal-safe; `remaining` outlives both calls.
     unsafe {

@@ -71,7 +71,7 @@ pub enum Error {
 pub enum AppError {
     #[error("run needs the app's command: startgate run -- CMD [ARG...]")]
     NoCommand,
-    #[error("cannot start the app {program:?}: {source}")]
+    #[error("cannot start the app {program:?}")]
     Spawn {
         program: String,
         #[source]
@@ -115,6 +115,7 @@ impl AppError {
             AppError::Spawn { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => 127,
                 std::io::ErrorKind::PermissionDenied => 126,
+                _ if source.raw_os_error() == Some(libc::ENOEXEC) => 126,
                 _ => code::INTERNAL,
             },
             AppError::Hang { .. } => code::STARTUP_TIMEOUT,

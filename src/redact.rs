@@ -52,9 +52,58 @@ pub fn mask_with<'a>(secrets: &[String], text: &'a str) -> Cow<'a, str> {
     out
 }
 
+/// `bytes` with every registered secret replaced by [`MASK`], whether or not they are UTF-8
+/// (the app's stderr passes through as bytes).
+pub fn mask_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
+    mask_bytes_with(SECRETS.get().map(Vec::as_slice).unwrap_or_default(), bytes)
+}
+
+/// [`mask_bytes`] with an explicit list.
+pub fn mask_bytes_with<'a>(secrets: &[String], bytes: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut out = Cow::Borrowed(bytes);
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let finder = memchr::memmem::Finder::new(secret.as_bytes());
+        if finder.find(&out).is_none() {
+            continue;
+        }
+        let mut masked = Vec::with_capacity(out.len());
+        let mut rest: &[u8] = &out;
+        while let Some(at) = finder.find(rest) {
+            masked.extend_from_slice(&rest[..at]);
+            masked.extend_from_slice(MASK.as_bytes());
+            rest = &rest[at + secret.len()..];
+        }
+        masked.extend_from_slice(rest);
+        out = Cow::Owned(masked);
+    }
+    out
+}
+
+/// The length of the longest registered secret, in bytes (0 with none): a stream cut anywhere
+/// must hold back one byte less than this to never split a secret between two writes.
+pub fn longest_secret() -> usize {
+    SECRETS
+        .get()
+        .and_then(|list| list.iter().map(String::len).max())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_bytes_that_are_not_utf8() {
+        let secrets = vec!["hunter2".to_string()];
+        assert_eq!(
+            &*mask_bytes_with(&secrets, b"pw=hunter2 \xff and hunter2\n"),
+            b"pw=*** \xff and ***\n"
+        );
+        assert!(matches!(
+            mask_bytes_with(&secrets, b"nothing here"),
+            Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn masks_every_occurrence_longest_first() {

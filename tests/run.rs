@@ -19,6 +19,17 @@ fn migrations() -> tempfile::TempDir {
 
 /// `startgate run -- demo_app` against `db`, with `env` on top of the basics.
 fn start_run(db_url: &str, dir: &tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Running {
+    start_run_os(db_url, dir, port, env, &[])
+}
+
+/// [`start_run`] with variables whose values need not be UTF-8.
+fn start_run_os(
+    db_url: &str,
+    dir: &tempfile::TempDir,
+    port: u16,
+    env: &[(&str, &str)],
+    os_env: &[(&str, &std::ffi::OsStr)],
+) -> Running {
     let dir = dir.path().display().to_string();
     let port = port.to_string();
     let app = demo_app();
@@ -29,7 +40,7 @@ fn start_run(db_url: &str, dir: &tempfile::TempDir, port: u16, env: &[(&str, &st
         ("PORT", port.as_str()),
     ];
     all.extend_from_slice(env);
-    Running::start(&["run", "--", app.as_str()], &all)
+    Running::start_os(&["run", "--", app.as_str()], &all, os_env)
 }
 
 fn json(body: &str) -> Value {
@@ -125,7 +136,6 @@ fn a_hang_before_listening_is_diagnosed_stopped_and_exit_124() {
     let logfile = tempfile::NamedTempFile::new().expect("tempfile");
     let log_path = logfile.path().display().to_string();
     let port = free_port();
-    let started = Instant::now();
     let mut run = start_run(
         &db.url,
         &dir,
@@ -139,6 +149,8 @@ fn a_hang_before_listening_is_diagnosed_stopped_and_exit_124() {
         ],
     );
     let addr = run.endpoint();
+    run.wait_for_line("\"event\":\"app.started\"");
+    let started = Instant::now();
     run.wait_for_line("Waiting for application startup");
     // While it hangs, /status shows what the app last said.
     std::thread::sleep(Duration::from_millis(500));
@@ -154,8 +166,8 @@ fn a_hang_before_listening_is_diagnosed_stopped_and_exit_124() {
     let (code, log) = run.finish();
     let took = started.elapsed();
     assert_eq!(code, 124, "{log}");
-    // Timeout + grace + 1 s, and the database steps.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Timeout + grace + 1 s from the app's start.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
     let diagnosis = diagnosis(&log);
     let pid = pid_in(&diagnosis);
     for part in [
@@ -237,6 +249,33 @@ fn a_crash_before_ready_is_the_apps_status_with_its_last_words_everywhere() {
     );
     let termination = std::fs::read_to_string(logfile.path()).expect("termination log");
     assert_eq!(termination, message);
+}
+
+#[test]
+fn an_app_that_exits_zero_before_it_is_ready_is_still_reported() {
+    let db = TestDb::new("run_exit_zero");
+    let dir = migrations();
+    let logfile = tempfile::NamedTempFile::new().expect("tempfile");
+    let log_path = logfile.path().display().to_string();
+    let run = start_run(
+        &db.url,
+        &dir,
+        free_port(),
+        &[
+            ("DEMO_MODE", "crash"),
+            ("DEMO_EXIT_CODE", "0"),
+            ("DEMO_STARTUP_DELAY", "100ms"),
+            ("STARTGATE_TERMINATION_LOG", log_path.as_str()),
+        ],
+    );
+    let (code, log) = run.finish();
+    assert_eq!(code, 0, "{log}");
+    let termination = std::fs::read_to_string(logfile.path()).expect("termination log");
+    assert!(
+        termination.starts_with("the app exited with status 0 before it was ready")
+            && termination.contains("ModuleNotFoundError"),
+        "{termination}"
+    );
 }
 
 #[test]
@@ -323,6 +362,39 @@ fn shutdown_grace_bounds_the_wait_for_an_app_ignoring_sigterm() {
     assert!(log.contains("STARTGATE_SHUTDOWN_GRACE"), "{log}");
 }
 
+/// The children of `parent` other than `except`, alive (not zombies).
+fn live_children(parent: i32, except: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != except && alive(pid))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string))
+                    == Some(parent.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Polls `check` every 20 ms for at most `limit`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn orphans_of_the_app_are_adopted_and_reaped() {
     let db = TestDb::new("run_orphans");
@@ -331,18 +403,62 @@ fn orphans_of_the_app_are_adopted_and_reaped() {
         &db.url,
         &dir,
         free_port(),
-        &[("DEMO_MODE", "orphans"), ("DEMO_STARTUP_DELAY", "100ms")],
+        &[
+            ("DEMO_MODE", "orphans"),
+            ("DEMO_STARTUP_DELAY", "100ms"),
+            ("DEMO_ORPHAN_LIFETIME_MS", "1500"),
+        ],
     );
     let addr = run.endpoint();
     run.wait_for_line("started 3 orphans");
     wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
+    let (_, status) = get(addr, "/status", None);
+    let app = json(&status)["app"]["pid"].as_i64().expect("pid") as i32;
     let startgate = i32::try_from(run.child.id()).expect("pid");
-    // The grandchildren live 300 ms, then exit as startgate's adopted children: each must be
-    // reaped, not left a zombie.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(zombie_children(startgate), Vec::<i32>::new());
+    // Orphaned by their parents, the grandchildren become startgate's (child subreaper)...
+    let orphans = live_children(startgate, app);
+    assert_eq!(orphans.len(), 3, "adopted: {orphans:?}");
+    // ...and when they exit, startgate reaps them: no zombie is left.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            live_children(startgate, app).is_empty() && zombie_children(startgate).is_empty()
+        }),
+        "left: {:?}, zombies: {:?}",
+        live_children(startgate, app),
+        zombie_children(startgate)
+    );
     run.signal(libc::SIGTERM);
     assert_eq!(run.finish().0, 143);
+}
+
+#[test]
+fn orphans_still_running_when_startgate_ends_are_stopped() {
+    let db = TestDb::new("run_orphans_left");
+    let dir = migrations();
+    let mut run = start_run(
+        &db.url,
+        &dir,
+        free_port(),
+        &[
+            ("DEMO_MODE", "orphans"),
+            ("DEMO_STARTUP_DELAY", "100ms"),
+            ("DEMO_ORPHAN_LIFETIME_MS", "60000"),
+        ],
+    );
+    let addr = run.endpoint();
+    wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
+    let (_, status) = get(addr, "/status", None);
+    let app = json(&status)["app"]["pid"].as_i64().expect("pid") as i32;
+    let startgate = i32::try_from(run.child.id()).expect("pid");
+    let orphans = live_children(startgate, app);
+    assert_eq!(orphans.len(), 3, "adopted: {orphans:?}");
+    run.signal(libc::SIGTERM);
+    let (code, log) = run.finish();
+    assert_eq!(code, 143, "{log}");
+    for pid in orphans {
+        assert!(!alive(pid), "orphan {pid} outlived startgate");
+    }
+    assert!(!alive(app));
 }
 
 #[test]
@@ -355,18 +471,24 @@ fn the_database_password_never_appears_in_the_endpoint_the_log_or_the_terminatio
     assert_ne!(url, db.url);
     let logfile = tempfile::NamedTempFile::new().expect("tempfile");
     let log_path = logfile.path().display().to_string();
-    let line = format!("connecting to {url}");
-    let mut run = start_run(
+    // Not UTF-8 after the URL: the stream is masked as bytes.
+    let line = {
+        use std::os::unix::ffi::OsStringExt;
+        let mut bytes = format!("connecting to {url} ").into_bytes();
+        bytes.push(0xff);
+        std::ffi::OsString::from_vec(bytes)
+    };
+    let mut run = start_run_os(
         &url,
         &dir,
         free_port(),
         &[
-            ("DEMO_SECRET_LINE", line.as_str()),
             ("DEMO_MODE", "hang"),
             ("STARTGATE_STARTUP_TIMEOUT", "1s"),
             ("STARTGATE_KILL_GRACE", "200ms"),
             ("STARTGATE_TERMINATION_LOG", log_path.as_str()),
         ],
+        &[("DEMO_SECRET_LINE", line.as_os_str())],
     );
     let addr = run.endpoint();
     run.wait_for_line("Waiting for application startup");

@@ -185,9 +185,13 @@ async fn pump_stderr(stderr: Option<tokio::process::ChildStderr>, tail: Arc<Mute
                     tail.push(&buf[..n]);
                 }
                 pending.extend_from_slice(&buf[..n]);
+                // Whole lines go out at once; a long unfinished line goes out too, less the
+                // bytes that could be the start of a secret (so none is split between writes).
                 let cut = match memchr::memrchr(b'\n', &pending) {
                     Some(at) => at + 1,
-                    None if pending.len() >= buf.len() => pending.len(),
+                    None if pending.len() >= buf.len() => pending
+                        .len()
+                        .saturating_sub(crate::redact::longest_secret().saturating_sub(1)),
                     None => 0,
                 };
                 if cut > 0 {
@@ -204,16 +208,11 @@ async fn pump_stderr(stderr: Option<tokio::process::ChildStderr>, tail: Arc<Mute
     }
 }
 
-/// Writes `bytes` to startgate's stderr, secrets masked (bytes that are not UTF-8 pass as they
-/// are).
+/// Writes `bytes` to startgate's stderr, secrets masked.
 async fn pass_on(out: &mut tokio::io::Stderr, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
+    if !bytes.is_empty() {
+        let _ = out.write_all(&crate::redact::mask_bytes(bytes)).await;
     }
-    let _ = match std::str::from_utf8(bytes) {
-        Ok(text) => out.write_all(crate::redact::mask(text).as_bytes()).await,
-        Err(_) => out.write_all(bytes).await,
-    };
 }
 
 /// The exit status as a shell reports it: the code, or 128+N for signal N.
@@ -269,7 +268,11 @@ pub async fn supervise(
     let probe = settings.effective_probe();
     progress.learn_app(|a| {
         a.pid = u32::try_from(app.pid).ok();
-        a.probe = probe.as_ref().map(ToString::to_string).unwrap_or_default();
+        // An `exec:` probe's command line may hold a secret.
+        a.probe = probe
+            .as_ref()
+            .map(|p| crate::redact::mask(&p.to_string()).into_owned())
+            .unwrap_or_default();
     });
     tracing::info!(
         event = "app.started",
@@ -371,7 +374,10 @@ async fn watch_over(
             attempt = async {
                 tokio::time::sleep_until(next).await;
                 match probing {
-                    Some(p) => probe::attempt(p, settings.probe_timeout).await,
+                    Some(p) => {
+                        let limit = readiness.attempt_limit(Instant::now(), settings.probe_timeout);
+                        probe::attempt(p, limit).await
+                    }
                     None => std::future::pending().await,
                 }
             } => {
@@ -402,8 +408,8 @@ async fn watch_over(
                         progress.app_down(format!("the probe failed: {}", attempt.result));
                     }
                     Change::Missed => {
-                        let summary = diagnose(app, settings, probe, &attempt.result, &cpu, progress).await;
-                        stop_hung(app, settings.kill_grace).await;
+                        let summary = diagnose(app, settings, probe, &attempt.result, &cpu, progress, forwarded).await;
+                        stop_hung(app, settings.kill_grace, forwarded).await;
                         return Err(AppError::Hang { summary }.into());
                     }
                     Change::None => {}
@@ -507,21 +513,13 @@ fn ended(
     }
     let stderr = app.tail_lines(MESSAGE_LINES);
     progress.learn_app(|a| a.stderr = stderr.clone());
-    if code == 0 {
-        let when = if ever_ready {
-            ""
-        } else {
-            " before it was ready"
-        };
-        tracing::info!(
-            event = "app.exit",
-            exit_code = code,
-            pid,
-            "the app {how}{when}"
-        );
-        progress.stopping(format!("the app {how}{when}"));
+    if code == 0 && ever_ready {
+        tracing::info!(event = "app.exit", exit_code = code, pid, "the app {how}");
+        progress.stopping(format!("the app {how}"));
         return Ok(code);
     }
+    // Exiting before it was ready is a failure even with status 0 (startgate still exits with
+    // that status): the app never served, and its last words are what the operator needs.
     Err(AppError::Exited {
         code,
         how,
@@ -540,6 +538,7 @@ async fn diagnose(
     last_result: &str,
     cpu: &CpuHistory,
     progress: &Progress,
+    forwarded: &mut mpsc::UnboundedReceiver<i32>,
 ) -> String {
     let now = Instant::now();
     let group = app.group();
@@ -554,7 +553,7 @@ async fn diagnose(
     }
     let observation = Observation {
         timeout: settings.startup_timeout,
-        probe: probe.map(ToString::to_string),
+        probe: probe.map(|p| crate::redact::mask(&p.to_string()).into_owned()),
         last_result: Some(last_result.to_string()),
         pid: Some(app.pid),
         alive: Some(alive),
@@ -569,7 +568,14 @@ async fn diagnose(
     };
     let summary = observation.summary();
     let hang_output = match &settings.hang_command {
-        Some(command) => Some(hang_command(command, app.pid, settings.kill_grace).await),
+        // A stop request does not wait for the hang command: it is cut short (and stopped).
+        Some(command) => Some(tokio::select! {
+            output = hang_command(command, app.pid, settings.kill_grace) => output,
+            signal = stop_signal(app.pid, forwarded) => format!(
+                "(not run to its end: {} received)",
+                Stop { signal }.name()
+            ),
+        }),
         None => None,
     };
     report_hang(&summary, hang_output.as_deref(), progress);
@@ -630,7 +636,8 @@ pub async fn hang_command(command: &str, pid: i32, kill_grace: Duration) -> Stri
 }
 
 /// The hang's end: SIGTERM to the whole group, SIGKILL after `grace`.
-async fn stop_hung(app: &mut App, grace: Duration) {
+/// A SIGTERM or SIGINT to startgate during it kills the group at once.
+async fn stop_hung(app: &mut App, grace: Duration, forwarded: &mut mpsc::UnboundedReceiver<i32>) {
     tracing::info!(
         event = "app.kill",
         pid = app.pid,
@@ -638,9 +645,29 @@ async fn stop_hung(app: &mut App, grace: Duration) {
         crate::duration::HumanDuration(grace)
     );
     app.signal_group(libc::SIGTERM);
-    if tokio::time::timeout(grace, app.child.wait()).await.is_err() {
+    let pid = app.pid;
+    let exited = tokio::select! {
+        exited = tokio::time::timeout(grace, app.child.wait()) => exited.is_ok(),
+        _ = stop_signal(pid, forwarded) => false,
+    };
+    if !exited {
         app.signal_group(libc::SIGKILL);
         let _ = app.child.wait().await;
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and returns it; the other forwarded signals still reach the app
+/// (`pid`) meanwhile.
+async fn stop_signal(pid: i32, forwarded: &mut mpsc::UnboundedReceiver<i32>) -> i32 {
+    loop {
+        match forwarded.recv().await {
+            Some(signal @ (libc::SIGTERM | libc::SIGINT)) => return signal,
+            Some(signal) => {
+                // SAFETY: kill only sends a signal, to our own child.
+                unsafe { libc::kill(pid, signal) };
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }
 

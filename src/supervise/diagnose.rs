@@ -72,8 +72,10 @@ impl Observation {
             if self.processes > 1 {
                 process.push_str(&format!(" ({} processes in its group)", self.processes));
             }
-        } else if self.processes > 0 {
-            process.push_str(&format!("{} visible process(es)", self.processes));
+        } else if self.processes == 1 {
+            process.push_str("1 visible process");
+        } else if self.processes > 1 {
+            process.push_str(&format!("{} visible processes", self.processes));
         }
         if !process.is_empty() {
             parts.push(process);

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// Between probes once the app is ready.
 pub const READY_INTERVAL: Duration = Duration::from_secs(5);
+/// The most an attempt may run past the startup deadline.
+pub const LAST_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// What an observation changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,19 @@ impl Readiness {
         }
     }
 
+    /// The limit for an attempt starting at `now`: the probe timeout, but while probing never
+    /// much past the deadline (at most [`LAST_ATTEMPT`] after it), so that a hang is called
+    /// on time even when each attempt may take long.
+    pub fn attempt_limit(&self, now: Instant, probe_timeout: Duration) -> Duration {
+        match self.state {
+            State::Probing {
+                deadline,
+                reported: false,
+            } => probe_timeout.min(deadline.saturating_duration_since(now) + LAST_ATTEMPT),
+            _ => probe_timeout,
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.state == State::Ready
     }
@@ -151,6 +166,23 @@ mod tests {
             assert_eq!(r.deadline(), deadline.map(|d| t0 + d), "deadline at {at:?}");
         }
         assert!(r.is_ready());
+    }
+
+    #[test]
+    fn attempts_near_the_deadline_are_cut_short() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(t0, 10 * S, 200 * MS);
+        let limit = 2 * S;
+        for (at, expected) in [
+            (Duration::ZERO, 2 * S),
+            (9 * S, 1500 * MS),
+            (10 * S, 500 * MS),
+            (11 * S, 500 * MS),
+        ] {
+            assert_eq!(r.attempt_limit(t0 + at, limit), expected, "at {at:?}");
+        }
+        assert_eq!(r.observe(true, t0), Change::Ready);
+        assert_eq!(r.attempt_limit(t0 + 20 * S, limit), limit);
     }
 
     #[test]

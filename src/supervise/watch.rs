@@ -38,7 +38,8 @@ pub async fn watch(
     progress: &Progress,
     stop: &StopToken,
 ) -> Result<u8, Error> {
-    progress.learn_app(|a| a.probe = probe.to_string());
+    // An `exec:` probe's command line may hold a secret.
+    progress.learn_app(|a| a.probe = crate::redact::mask(&probe.to_string()).into_owned());
     progress.enter(Phase::ProbingApp);
     let mut started = Instant::now();
     let mut readiness = Readiness::new(started, settings.startup_timeout, settings.probe_interval);
@@ -51,7 +52,8 @@ pub async fn watch(
             }
             attempt = async {
                 tokio::time::sleep_until(next).await;
-                probe::attempt(probe, settings.probe_timeout).await
+                let limit = readiness.attempt_limit(Instant::now(), settings.probe_timeout);
+                probe::attempt(probe, limit).await
             } => {
                 let now = Instant::now();
                 progress.learn_app(|a| {
@@ -75,12 +77,24 @@ pub async fn watch(
                         started = now;
                     }
                     Change::Missed => {
-                        let observation = observe(settings, probe, &attempt.result).await;
-                        let output = match (&settings.hang_command, observation.pid) {
-                            (Some(command), Some(pid)) => {
-                                Some(hang_command(command, pid, settings.kill_grace).await)
+                        // Looking takes a second or more (a CPU sample, the hang command): a
+                        // stop request does not wait for it.
+                        let looked = async {
+                            let observation = observe(settings, probe, &attempt.result).await;
+                            let output = match (&settings.hang_command, observation.pid) {
+                                (Some(command), Some(pid)) => {
+                                    Some(hang_command(command, pid, settings.kill_grace).await)
+                                }
+                                _ => None,
+                            };
+                            (observation, output)
+                        };
+                        let (observation, output) = tokio::select! {
+                            looked = looked => looked,
+                            signal = stop.wait() => {
+                                progress.stop(signal.name());
+                                return Ok(crate::exit::code::SUCCESS);
                             }
-                            _ => None,
                         };
                         report_hang(&observation.summary(), output.as_deref(), progress);
                         readiness.restart(Instant::now());
@@ -121,6 +135,9 @@ async fn observe(settings: &Settings, probe: &Probe, last_result: &str) -> Obser
             .filter(|s| s.pgrp == holder.pgrp)
             .map(|s| s.pid)
             .collect(),
+        // Nobody holds the port: in a pod's shared namespace the few visible processes are
+        // the app's containers (described together, none named as the app); on a host they
+        // are everything, and `watch` cannot tell.
         None if !visible.is_empty() && visible.len() <= MAX_POD_PROCESSES => {
             visible.iter().map(|s| s.pid).collect()
         }
@@ -134,7 +151,9 @@ async fn observe(settings: &Settings, probe: &Probe, last_result: &str) -> Obser
             Vec::new()
         }
     };
-    let pid = holder.map(|h| h.pid).or_else(|| app.first().copied());
+    // Only the holder of the port is known to be the app: its pid is named, its threads
+    // described, and the hang command run on it.
+    let pid = holder.map(|h| h.pid);
     let cpu = if app.is_empty() {
         None
     } else {
@@ -164,7 +183,7 @@ async fn observe(settings: &Settings, probe: &Probe, last_result: &str) -> Obser
     let threads = pid.map(inspect::threads).unwrap_or_default();
     Observation {
         timeout: settings.startup_timeout,
-        probe: Some(probe.to_string()),
+        probe: Some(crate::redact::mask(&probe.to_string()).into_owned()),
         last_result: Some(last_result.to_string()),
         pid,
         alive: pid.map(|_| true),

@@ -584,6 +584,15 @@ impl Running {
     /// Starts `startgate ARGS` with exactly `env` (plus PATH, JSON logs, the endpoint on a free
     /// port, backups in a temporary directory).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        Running::start_os(args, env, &[])
+    }
+
+    /// [`Running::start`] with variables whose values need not be UTF-8.
+    pub fn start_os(
+        args: &[&str],
+        env: &[(&str, &str)],
+        os_env: &[(&str, &std::ffi::OsStr)],
+    ) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_startgate"))
             .args(args)
             .env_clear()
@@ -595,6 +604,7 @@ impl Running {
                 std::env::temp_dir().join(format!("startgate-test-backups-{}", std::process::id())),
             )
             .envs(env.iter().copied())
+            .envs(os_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -603,7 +613,9 @@ impl Running {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Lines as bytes: an app's stderr passed through need not be UTF-8.
+            for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
                 if tx.send(line).is_err() {
                     break;
                 }
