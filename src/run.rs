@@ -180,6 +180,8 @@ pub async fn watch(settings: &Settings) -> Result<u8, Error> {
         ));
     };
     let stop = listen_for_signals()?;
+    // As PID 1 of a sidecar, whatever the exec: probes or the hang command orphan is ours.
+    let _reaper = crate::supervise::reaper::start();
     let progress = Progress::new();
     let _endpoint = serve_endpoint(settings, &progress).await?;
     let result = crate::supervise::watch::watch(settings, &probe, &progress, &stop).await;

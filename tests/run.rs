@@ -655,3 +655,23 @@ fn on_a_terminal_the_app_gets_the_foreground_and_reads_stdin() {
     assert_eq!(status.code(), Some(5), "{seen}");
     assert!(seen.contains("got:hello"), "{seen}");
 }
+
+#[test]
+fn sighup_goes_to_the_app_and_its_death_is_startgates_status() {
+    let db = TestDb::new("run_hup");
+    let dir = migrations();
+    let mut run = start_run(
+        &db.url,
+        &dir,
+        free_port(),
+        &[("DEMO_STARTUP_DELAY", "100ms")],
+    );
+    let addr = run.endpoint();
+    wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
+    run.signal(libc::SIGHUP);
+    let (code, log) = run.finish();
+    // The app died of SIGHUP (its default action); startgate did not, it reported it.
+    assert_eq!(code, 129, "{log}");
+    assert!(log.contains("forwarded SIGHUP to the app"), "{log}");
+    assert!(log.contains("was killed by signal 1 (SIGHUP)"), "{log}");
+}

@@ -29,6 +29,7 @@ use crate::exit::{AppError, Error};
 use crate::phase::Phase;
 use crate::progress::Progress;
 use crate::supervise::diagnose::{CpuHistory, Observation};
+use crate::supervise::escalation::{Action, Escalation};
 use crate::supervise::probe;
 use crate::supervise::readiness::{Change, Readiness};
 use crate::supervise::signals::{self, Stop, StopToken};
@@ -263,7 +264,7 @@ pub async fn supervise(
     if let Some(stop) = stop.stopped() {
         return Err(Error::Interrupted(stop));
     }
-    let _reaper = AbortOnDrop(reaper::start());
+    let _reaper = reaper::start();
     let mut app = spawn(argv)?;
     let probe = settings.effective_probe();
     progress.learn_app(|a| {
@@ -287,15 +288,6 @@ pub async fn supervise(
     let result = watch_over(&mut app, settings, probe.as_ref(), progress, forwarded).await;
     finish(&mut app, settings.kill_grace).await;
     result
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// After the app has exited: nothing of its group and none of its orphans stay behind; the
@@ -336,9 +328,9 @@ async fn watch_over(
     progress: &Progress,
     forwarded: &mut mpsc::UnboundedReceiver<i32>,
 ) -> Result<u8, Error> {
-    let mut stopping: Option<Stop> = None;
+    let mut escalation = Escalation::new(settings.shutdown_grace);
     let mut kill_at: Option<tokio::time::Instant> = None;
-    let started = Instant::now();
+    let mut started = Instant::now();
     progress.enter(Phase::ProbingApp);
     let mut readiness = Readiness::new(started, settings.startup_timeout, settings.probe_interval);
     if probe.is_none() {
@@ -353,6 +345,7 @@ async fn watch_over(
     let mut next = tokio::time::Instant::now();
     let mut ever_ready = readiness.is_ready();
     loop {
+        let stopping = escalation.stopping().map(|signal| Stop { signal });
         let probing = probe.filter(|_| stopping.is_none());
         tokio::select! {
             status = app.child.wait() => {
@@ -361,7 +354,7 @@ async fn watch_over(
                 return ended(app, status, stopping, ever_ready, progress);
             }
             Some(signal) = forwarded.recv() => {
-                on_signal(app, signal, &mut stopping, &mut kill_at, settings, progress);
+                on_signal(app, signal, &mut escalation, &mut kill_at, progress);
             }
             _ = sleep_until(kill_at) => {
                 tracing::warn!(
@@ -406,6 +399,7 @@ async fn watch_over(
                             crate::duration::HumanDuration(settings.startup_timeout)
                         );
                         progress.app_down(format!("the probe failed: {}", attempt.result));
+                        started = now;
                     }
                     Change::Missed => {
                         let summary = diagnose(app, settings, probe, &attempt.result, &cpu, progress, forwarded).await;
@@ -441,56 +435,51 @@ pub fn app_ready(progress: &Progress, started: Instant, result: &str) {
     }
 }
 
+/// Carries out what [`Escalation`] decides for `signal`.
 fn on_signal(
     app: &App,
     signal: i32,
-    stopping: &mut Option<Stop>,
+    escalation: &mut Escalation,
     kill_at: &mut Option<tokio::time::Instant>,
-    settings: &Settings,
     progress: &Progress,
 ) {
     let name = Stop { signal }.name();
-    let terminating = matches!(signal, libc::SIGTERM | libc::SIGINT);
-    match (terminating, *stopping) {
-        (true, Some(_)) => {
-            tracing::warn!(
-                event = "app.kill",
-                signal = name,
-                "second {name}: killing the app's process group"
-            );
-            app.signal_group(libc::SIGKILL);
-        }
-        (true, None) => {
-            *stopping = Some(Stop { signal });
-            progress.stop(name);
-            app.signal_app(signal);
-            let wait = match settings.shutdown_grace {
-                Some(grace) => {
-                    *kill_at = Some(tokio::time::Instant::now() + grace);
-                    format!(
-                        "waiting up to {} for it to exit",
-                        crate::duration::HumanDuration(grace)
-                    )
-                }
-                None => "waiting for it to exit (a second signal kills it)".to_string(),
-            };
-            tracing::info!(
-                event = "app.signal",
-                signal = name,
-                pid = app.pid,
-                "forwarded {name} to the app (pid {}); {wait}",
-                app.pid
-            );
-        }
-        (false, _) => {
-            app.signal_app(signal);
-            tracing::info!(
-                event = "app.signal",
-                signal = name,
-                pid = app.pid,
-                "forwarded {name} to the app (pid {})",
-                app.pid
-            );
+    for action in escalation.on_signal(signal) {
+        match action {
+            Action::Stopping(signal) => progress.stop(Stop { signal }.name()),
+            Action::Forward(signal) => {
+                app.signal_app(signal);
+                // Only the first SIGTERM/SIGINT is forwarded; the stop it starts is worth saying.
+                let wait = if escalation.stopping() == Some(signal) {
+                    "; waiting for it to exit (a second signal kills it)"
+                } else {
+                    ""
+                };
+                tracing::info!(
+                    event = "app.signal",
+                    signal = name,
+                    pid = app.pid,
+                    "forwarded {name} to the app (pid {}){wait}",
+                    app.pid
+                );
+            }
+            Action::KillAfter(grace) => {
+                *kill_at = Some(tokio::time::Instant::now() + grace);
+                tracing::info!(
+                    event = "app.signal",
+                    "the app's group is killed if it has not exited within {} \
+                     (STARTGATE_SHUTDOWN_GRACE)",
+                    crate::duration::HumanDuration(grace)
+                );
+            }
+            Action::KillGroup => {
+                tracing::warn!(
+                    event = "app.kill",
+                    signal = name,
+                    "second {name}: killing the app's process group"
+                );
+                app.signal_group(libc::SIGKILL);
+            }
         }
     }
 }

@@ -10,11 +10,13 @@
 //! Rules once the app runs (`run`; DESIGN.md "Supervising"): signals are forwarded to the app,
 //! a second SIGTERM/SIGINT kills its group; the app's own exit status is startgate's; no process
 //! of the app's group outlives startgate; adopted orphans are reaped ([`reaper`]). The pure
-//! cores are [`readiness`] (deadlines and probe cadence), [`tail`] (the stderr tail) and the
+//! cores are [`readiness`] (deadlines and probe cadence), [`escalation`] (what each signal does),
+//! [`tail`] (the stderr tail) and the
 //! parsers of [`inspect`]; [`app`] and [`watch`] are the I/O loops around them.
 
 pub mod app;
 pub mod diagnose;
+pub mod escalation;
 pub mod inspect;
 pub mod probe;
 pub mod process;

@@ -63,9 +63,9 @@ pub fn reap_orphans() -> usize {
     })
 }
 
-/// Reaps orphans from now until the returned task is aborted.
-pub fn start() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// Reaps orphans from now until the returned guard is dropped.
+pub fn start() -> Reaper {
+    Reaper(tokio::spawn(async move {
         let mut sigchld = signal(SignalKind::child()).ok();
         loop {
             match sigchld.as_mut() {
@@ -76,7 +76,17 @@ pub fn start() -> tokio::task::JoinHandle<()> {
             }
             reap_orphans();
         }
-    })
+    }))
+}
+
+/// The reaping task; it stops when this is dropped.
+#[derive(Debug)]
+pub struct Reaper(tokio::task::JoinHandle<()>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The adopted children still running (not spawned by startgate itself).
