@@ -27,6 +27,8 @@
 //!     double forks; they outlive their parents by 300 ms and are reparented to the nearest
 //!     child subreaper, which has to reap them.
 //! - `DEMO_ORPHAN_LIFETIME_MS` (default `300`): how long each orphan of `orphans` mode lives.
+//! - `DEMO_IGNORE_TERM`: set, SIGTERM is ignored in any mode, as in `ignore-term` (not with
+//!   `orphans`, which must fork before any thread starts).
 //! - `DEMO_EXIT_CODE` (default `3`): the exit status of `crash` mode.
 //! - `DEMO_EXIT_ON_TERM`: in `serve` mode, SIGTERM makes the app print `shutting down` and exit
 //!   with this status (to check that startgate reports the app's own status after forwarding).
@@ -289,6 +291,11 @@ fn run(settings: &Settings) -> Result<(), String> {
         eprintln!("stderr line {number}");
     }
 
+    // In any other mode too (a hung app that also ignores SIGTERM must be SIGKILLed).
+    if settings.mode != Mode::IgnoreTerm && std::env::var_os("DEMO_IGNORE_TERM").is_some() {
+        install_sigterm_flag()?;
+        watch_sigterm(|| eprintln!("got SIGTERM, ignoring it"))?;
+    }
     match settings.mode {
         Mode::IgnoreTerm => {
             install_sigterm_flag()?;

@@ -187,6 +187,34 @@ fn a_hang_before_listening_is_diagnosed_stopped_and_exit_124() {
 }
 
 #[test]
+fn a_hung_app_that_ignores_sigterm_is_killed_after_the_kill_grace() {
+    let db = TestDb::new("run_hang_stubborn");
+    let dir = migrations();
+    let mut run = start_run(
+        &db.url,
+        &dir,
+        free_port(),
+        &[
+            ("DEMO_MODE", "hang"),
+            ("DEMO_IGNORE_TERM", "1"),
+            ("STARTGATE_STARTUP_TIMEOUT", "1s"),
+            ("STARTGATE_KILL_GRACE", "1s"),
+        ],
+    );
+    run.wait_for_line("\"event\":\"app.diagnosis\"");
+    let diagnosed = Instant::now();
+    run.wait_for_line("got SIGTERM, ignoring it");
+    let (code, log) = run.finish();
+    let took = diagnosed.elapsed();
+    assert_eq!(code, 124, "{log}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "killed {took:?} after the diagnosis"
+    );
+    assert!(!alive(pid_in(&diagnosis(&log))));
+}
+
+#[test]
 fn a_port_that_accepts_but_never_answers_is_named_in_the_diagnosis() {
     let db = TestDb::new("run_mute");
     let dir = migrations();
