@@ -9,6 +9,7 @@
 //! Pure cores ([`config`], [`migrate`], [`phase`], [`duration`]) import neither tokio nor sqlx;
 //! only [`backend`] talks to a database.
 
+pub mod alembic;
 pub mod backend;
 pub mod backup;
 pub mod cli;
