@@ -106,12 +106,7 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
     let expectations = load_expectations(settings)?;
     let stop = listen_for_signals()?;
     let started = Instant::now();
-    // Every start reads every migration file: on other threads, while the database answers
-    // the connection. A problem in them still ends the run at once (see `connect_and_load`).
-    let loading = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || load_migrations(&settings))
-    };
+    let loading = load_in_background(settings);
     let progress = Progress::new();
     let _endpoint = serve_endpoint(settings, &progress).await?;
     let result = on_backend!(
@@ -142,10 +137,7 @@ pub async fn run(settings: &Settings, argv: &[std::ffi::OsString]) -> Result<u8,
     let (stop, mut forwarded) = crate::supervise::app::listen()?;
     crate::supervise::reaper::adopt_orphans();
     let started = Instant::now();
-    let loading = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || load_migrations(&settings))
-    };
+    let loading = load_in_background(settings);
     let progress = Progress::new();
     let _endpoint = serve_endpoint(settings, &progress).await?;
     let result = async {
@@ -1165,6 +1157,13 @@ fn sqlite_not_yet() -> Error {
 
 /// The migration files, being read on a blocking thread.
 type Loading = tokio::task::JoinHandle<Result<Loaded, Error>>;
+
+/// Every start reads every migration file: on other threads, while the database answers the
+/// connection. A problem in them still ends the run at once (see `connect_while_reading`).
+fn load_in_background(settings: &Settings) -> Loading {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || load_migrations(&settings))
+}
 
 /// Serves the endpoint on `STARTGATE_LISTEN` (unless it is empty) from now until the returned
 /// value is dropped. An address that cannot be used is exit 2, naming it.

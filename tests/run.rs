@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, TestDb, alive, demo_app, free_port, get, wait_for_code, zombie_children};
+use common::{
+    Running, TestDb, alive, demo_app, free_port, get, live_children, wait_for_code, zombie_children,
+};
 use serde_json::Value;
 
 /// A migrations directory with one migration.
@@ -45,6 +47,15 @@ fn start_run_os(
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The app's pid, as `/status` says it.
+fn app_pid(addr: std::net::SocketAddr) -> i32 {
+    let (_, status) = get(addr, "/status", None);
+    let pid = json(&status)["app"]["pid"]
+        .as_i64()
+        .expect("app.pid in /status");
+    i32::try_from(pid).expect("a pid")
 }
 
 /// The `app.diagnosis` event's message from the log.
@@ -339,8 +350,7 @@ fn an_app_ignoring_sigterm_is_killed_by_a_second_sigterm() {
     );
     let addr = run.endpoint();
     wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
-    let (_, status) = get(addr, "/status", None);
-    let pid = json(&status)["app"]["pid"].as_i64().expect("pid") as i32;
+    let pid = app_pid(addr);
     run.signal(libc::SIGTERM);
     run.wait_for_line("got SIGTERM, ignoring it");
     // Without STARTGATE_SHUTDOWN_GRACE startgate waits for the app.
@@ -390,25 +400,6 @@ fn shutdown_grace_bounds_the_wait_for_an_app_ignoring_sigterm() {
     assert!(log.contains("STARTGATE_SHUTDOWN_GRACE"), "{log}");
 }
 
-/// The children of `parent` other than `except`, alive (not zombies).
-fn live_children(parent: i32, except: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != except && alive(pid))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string))
-                    == Some(parent.to_string())
-            })
-        })
-        .collect()
-}
-
 /// Polls `check` every 20 ms for at most `limit`.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -440,8 +431,7 @@ fn orphans_of_the_app_are_adopted_and_reaped() {
     let addr = run.endpoint();
     run.wait_for_line("started 3 orphans");
     wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
-    let (_, status) = get(addr, "/status", None);
-    let app = json(&status)["app"]["pid"].as_i64().expect("pid") as i32;
+    let app = app_pid(addr);
     let startgate = i32::try_from(run.child.id()).expect("pid");
     // Orphaned by their parents, the grandchildren become startgate's (child subreaper)...
     let orphans = live_children(startgate, app);
@@ -475,8 +465,7 @@ fn orphans_still_running_when_startgate_ends_are_stopped() {
     );
     let addr = run.endpoint();
     wait_for_code(addr, "/readyz", 200, Duration::from_secs(10));
-    let (_, status) = get(addr, "/status", None);
-    let app = json(&status)["app"]["pid"].as_i64().expect("pid") as i32;
+    let app = app_pid(addr);
     let startgate = i32::try_from(run.child.id()).expect("pid");
     let orphans = live_children(startgate, app);
     assert_eq!(orphans.len(), 3, "adopted: {orphans:?}");

@@ -92,6 +92,22 @@ impl App {
     }
 }
 
+/// Makes process group `pgrp` the foreground of the terminal on stdin. A background group may
+/// take the terminal only with SIGTTOU blocked, so it is blocked meanwhile. Async-signal-safe
+/// (the app's child calls it between fork and exec).
+fn give_terminal_to(pgrp: libc::pid_t) {
+    // SAFETY: sigset operations on a local set, sigprocmask and tcsetpgrp only change this
+    // process's signal mask and the terminal's foreground group.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::tcsetpgrp(0, pgrp);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Whether stdin is a terminal whose foreground is startgate's process group.
 fn holds_terminal() -> bool {
     // SAFETY: isatty, tcgetpgrp and getpgrp only read process and terminal state.
@@ -125,13 +141,7 @@ fn spawn(argv: &[OsString]) -> Result<App, AppError> {
                 libc::_exit(1);
             }
             if foreground {
-                // A background group may take the terminal only with SIGTTOU blocked.
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGTTOU);
-                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                libc::tcsetpgrp(0, libc::getpid());
-                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                give_terminal_to(libc::getpid());
             }
             Ok(())
         });
@@ -270,10 +280,7 @@ pub async fn supervise(
     progress.learn_app(|a| {
         a.pid = u32::try_from(app.pid).ok();
         // An `exec:` probe's command line may hold a secret.
-        a.probe = probe
-            .as_ref()
-            .map(|p| crate::redact::mask(&p.to_string()).into_owned())
-            .unwrap_or_default();
+        a.probe = probe.as_ref().map(probe::shown).unwrap_or_default();
     });
     tracing::info!(
         event = "app.started",
@@ -293,31 +300,23 @@ pub async fn supervise(
 /// After the app has exited: nothing of its group and none of its orphans stay behind; the
 /// terminal goes back to startgate.
 async fn finish(app: &mut App, grace: Duration) {
-    if !app.group().is_empty() {
-        tracing::info!(
-            event = "app.leftovers",
-            "stopping what is left of the app's process group"
-        );
-        app.signal_group(libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while !app.group().is_empty() && Instant::now() < deadline {
-            reaper::reap_orphans();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        app.signal_group(libc::SIGKILL);
-    }
+    let pgid = app.pid;
+    reaper::stop_until_gone(
+        "what is left of the app's process group",
+        || app.group(),
+        // The whole group at once, so that a process forking meanwhile cannot slip through.
+        // SAFETY: killpg only sends a signal, to the app's own group.
+        |_, signal| unsafe {
+            libc::killpg(pgid, signal);
+        },
+        grace,
+    )
+    .await;
     reaper::stop_orphans(grace).await;
     app.drain_stderr().await;
     if app.foreground {
-        // SAFETY: as in `spawn`: SIGTTOU blocked while taking the terminal back.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTTOU);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::tcsetpgrp(0, libc::getpgrp());
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
+        // SAFETY: getpgrp has no preconditions.
+        give_terminal_to(unsafe { libc::getpgrp() });
     }
 }
 
@@ -379,26 +378,14 @@ async fn watch_over(
                     cpu.record(now, inspect::cpu_seconds(&app.group()));
                 }
                 let stderr = app.tail_lines(MESSAGE_LINES);
-                progress.learn_app(|a| {
-                    a.attempts += 1;
-                    a.last_passed = attempt.passed;
-                    a.last_result = Some(attempt.result.clone());
-                    a.stderr = stderr;
-                });
+                record_attempt(progress, &attempt, Some(stderr));
                 match readiness.observe(attempt.passed, now) {
                     Change::Ready => {
                         ever_ready = true;
                         app_ready(progress, started, &attempt.result);
                     }
                     Change::Down => {
-                        tracing::warn!(
-                            event = "app.down",
-                            result = attempt.result.as_str(),
-                            "the app stopped passing its probe ({}): probing again, it has {} to come back",
-                            attempt.result,
-                            crate::duration::HumanDuration(settings.startup_timeout)
-                        );
-                        progress.app_down(format!("the probe failed: {}", attempt.result));
+                        went_down(progress, &attempt, settings.startup_timeout);
                         started = now;
                     }
                     Change::Missed => {
@@ -419,6 +406,30 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Publishes one probe attempt (and, in `run`, the app's last stderr lines).
+pub fn record_attempt(progress: &Progress, attempt: &probe::Attempt, stderr: Option<Vec<String>>) {
+    progress.learn_app(|a| {
+        a.attempts += 1;
+        a.last_passed = attempt.passed;
+        a.last_result = Some(attempt.result.clone());
+        if let Some(stderr) = stderr {
+            a.stderr = stderr;
+        }
+    });
+}
+
+/// The app stopped passing its probe after it was ready: back to `probing_app`.
+pub fn went_down(progress: &Progress, attempt: &probe::Attempt, startup_timeout: Duration) {
+    tracing::warn!(
+        event = "app.down",
+        result = attempt.result.as_str(),
+        "the app stopped passing its probe ({}): probing again, it has {} to come back",
+        attempt.result,
+        crate::duration::HumanDuration(startup_timeout)
+    );
+    progress.app_down(format!("the probe failed: {}", attempt.result));
 }
 
 pub fn app_ready(progress: &Progress, started: Instant, result: &str) {
@@ -542,7 +553,7 @@ async fn diagnose(
     }
     let observation = Observation {
         timeout: settings.startup_timeout,
-        probe: probe.map(|p| crate::redact::mask(&p.to_string()).into_owned()),
+        probe: probe.map(probe::shown),
         last_result: Some(last_result.to_string()),
         pid: Some(app.pid),
         alive: Some(alive),

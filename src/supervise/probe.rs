@@ -86,6 +86,12 @@ impl Answer {
     }
 }
 
+/// The probe as `/status`, the log and a diagnosis show it: an `exec:` command line may hold
+/// a secret, so it is masked.
+pub fn shown(probe: &Probe) -> String {
+    crate::redact::mask(&probe.to_string()).into_owned()
+}
+
 /// One attempt's result.
 #[derive(Debug, Clone)]
 pub struct Attempt {

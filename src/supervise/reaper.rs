@@ -16,7 +16,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::supervise::{inspect, process};
 
-fn own_pid() -> i32 {
+/// startgate's own pid.
+pub fn own_pid() -> i32 {
     // A pid always fits an i32 on Linux.
     i32::try_from(std::process::id()).unwrap_or(i32::MAX)
 }
@@ -102,32 +103,49 @@ fn adopted() -> Vec<i32> {
 
 /// Stops every adopted child: SIGTERM, SIGKILL after `grace`, and reaps them all.
 pub async fn stop_orphans(grace: Duration) {
-    let orphans = adopted();
-    if orphans.is_empty() {
+    stop_until_gone(
+        "process(es) the app left behind",
+        adopted,
+        |pids, signal| {
+            for pid in pids {
+                // SAFETY: kill only sends a signal, to our own child.
+                unsafe { libc::kill(*pid, signal) };
+            }
+        },
+        grace,
+    )
+    .await;
+}
+
+/// Stops the processes `list` returns (`what` names them in the log): `send` gives them
+/// SIGTERM, then SIGKILL to whatever `list` still returns after `grace`; orphans are reaped
+/// throughout.
+pub async fn stop_until_gone(
+    what: &str,
+    list: impl Fn() -> Vec<i32>,
+    send: impl Fn(&[i32], i32),
+    grace: Duration,
+) {
+    let pids = list();
+    if pids.is_empty() {
         return;
     }
     tracing::info!(
-        event = "orphans",
-        count = orphans.len(),
-        "stopping {} process(es) the app left behind",
-        orphans.len()
+        event = "leftovers",
+        count = pids.len(),
+        "stopping {} {what}",
+        pids.len()
     );
-    for pid in &orphans {
-        // SAFETY: kill only sends a signal, to our own child.
-        unsafe { libc::kill(*pid, libc::SIGTERM) };
-    }
+    send(&pids, libc::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     loop {
         reap_orphans();
-        let left = adopted();
+        let left = list();
         if left.is_empty() {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            for pid in left {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            send(&left, libc::SIGKILL);
             tokio::time::sleep(Duration::from_millis(20)).await;
             reap_orphans();
             return;

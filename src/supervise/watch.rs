@@ -18,12 +18,14 @@ use crate::config::{Probe, Settings};
 use crate::exit::Error;
 use crate::phase::Phase;
 use crate::progress::Progress;
-use crate::supervise::app::{app_ready, hang_command, probe_port, report_hang};
+use crate::supervise::app::{
+    app_ready, hang_command, probe_port, record_attempt, report_hang, went_down,
+};
 use crate::supervise::diagnose::Observation;
-use crate::supervise::inspect;
 use crate::supervise::probe;
 use crate::supervise::readiness::{Change, Readiness};
 use crate::supervise::signals::StopToken;
+use crate::supervise::{inspect, reaper};
 
 /// How long `watch` measures the app's CPU use for a diagnosis (it keeps no history).
 const CPU_SAMPLE: Duration = Duration::from_secs(1);
@@ -38,8 +40,7 @@ pub async fn watch(
     progress: &Progress,
     stop: &StopToken,
 ) -> Result<u8, Error> {
-    // An `exec:` probe's command line may hold a secret.
-    progress.learn_app(|a| a.probe = crate::redact::mask(&probe.to_string()).into_owned());
+    progress.learn_app(|a| a.probe = probe::shown(probe));
     progress.enter(Phase::ProbingApp);
     let mut started = Instant::now();
     let mut readiness = Readiness::new(started, settings.startup_timeout, settings.probe_interval);
@@ -56,24 +57,14 @@ pub async fn watch(
                 probe::attempt(probe, limit).await
             } => {
                 let now = Instant::now();
-                progress.learn_app(|a| {
-                    a.attempts += 1;
-                    a.last_passed = attempt.passed;
-                    a.last_result = Some(attempt.result.clone());
-                });
+                record_attempt(progress, &attempt, None);
                 match readiness.observe(attempt.passed, now) {
                     Change::Ready => {
                         progress.learn_app(|a| a.diagnosis = None);
                         app_ready(progress, started, &attempt.result);
                     }
                     Change::Down => {
-                        tracing::warn!(
-                            event = "app.down",
-                            result = attempt.result.as_str(),
-                            "the app stopped passing its probe ({})",
-                            attempt.result
-                        );
-                        progress.app_down(format!("the probe failed: {}", attempt.result));
+                        went_down(progress, &attempt, settings.startup_timeout);
                         started = now;
                     }
                     Change::Missed => {
@@ -110,7 +101,7 @@ pub async fn watch(
 
 /// What `watch` can see of the app.
 async fn observe(settings: &Settings, probe: &Probe, last_result: &str) -> Observation {
-    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let own = reaper::own_pid();
     let mut except = vec![own];
     except.extend(inspect::children_of(own).iter().map(|s| s.pid));
     let visible: Vec<inspect::Stat> = inspect::all_processes(&except)
@@ -183,7 +174,7 @@ async fn observe(settings: &Settings, probe: &Probe, last_result: &str) -> Obser
     let threads = pid.map(inspect::threads).unwrap_or_default();
     Observation {
         timeout: settings.startup_timeout,
-        probe: Some(crate::redact::mask(&probe.to_string()).into_owned()),
+        probe: Some(probe::shown(probe)),
         last_result: Some(last_result.to_string()),
         pid,
         alive: pid.map(|_| true),

@@ -737,33 +737,50 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Whether process `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with('Z') && !state.starts_with('X')
-        })
-        .unwrap_or(false)
+/// Process `pid`'s state letter and parent, from `/proc/PID/stat`.
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let parent = rest.next()?.parse().ok()?;
+    Some((state, parent))
 }
 
-/// The zombie children of `pid`.
-pub fn zombie_children(pid: i32) -> Vec<i32> {
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    state_and_parent(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
+}
+
+/// The children of `parent`, each with its state letter.
+fn children(parent: i32) -> Vec<(i32, char)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
-                let rest: Vec<&str> = stat
-                    .rsplit_once(')')
-                    .map(|(_, r)| r.split_whitespace().collect())
-                    .unwrap_or_default();
-                rest.first() == Some(&"Z") && rest.get(1) == Some(&pid.to_string().as_str())
-            })
+        .filter_map(|pid| match state_and_parent(pid) {
+            Some((state, p)) if p == parent => Some((pid, state)),
+            _ => None,
         })
+        .collect()
+}
+
+/// The zombie children of `pid`.
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, state)| *state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The children of `parent` other than `except` that are alive (not zombies).
+pub fn live_children(parent: i32, except: i32) -> Vec<i32> {
+    children(parent)
+        .into_iter()
+        .filter(|&(pid, state)| pid != except && !matches!(state, 'Z' | 'X'))
+        .map(|(pid, _)| pid)
         .collect()
 }
 
