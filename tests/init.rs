@@ -489,27 +489,33 @@ fn the_wall_clock_limit_cancels_a_statement_on_the_server() {
     );
 }
 
-#[test]
-fn a_failed_create_index_concurrently_drops_its_invalid_index_and_resumes() {
-    let db = TestDb::new("init_cic");
+/// A table `t` applied by 0001, a pending no-transaction 0002 running `index` (lock timeout
+/// 1 s), and a transaction holding an old snapshot: a concurrent index build creates its
+/// (invalid) index, then waits for that snapshot to go, and runs into lock_timeout.
+fn index_blocked_by_a_snapshot(db: &TestDb, index: &str) -> (tempfile::TempDir, Blocker) {
     let dir = migrations(&[(
         "0001_tables.sql",
         "CREATE TABLE t (a int);\nINSERT INTO t SELECT generate_series(1, 1000);\nCREATE TABLE other (id int);\n",
     )]);
-    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    assert_eq!(init(db, dir.path(), &[]).code, 0);
     std::fs::write(
         dir.path().join("0002_index.sql"),
-        "-- startgate:no-transaction\n-- startgate:lock-timeout 1s\nCREATE INDEX CONCURRENTLY t_a_idx ON t (a);\n",
+        format!("-- startgate:no-transaction\n-- startgate:lock-timeout 1s\n{index}\n"),
     )
     .expect("write");
-
-    // A transaction holding an old snapshot: the concurrent build creates its (invalid) index,
-    // then waits for that snapshot to go, and runs into lock_timeout.
-    let mut blocker = Blocker::hold(
-        &db,
+    let blocker = Blocker::hold(
+        db,
         "snapshot-holder",
         "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other;",
     );
+    (dir, blocker)
+}
+
+#[test]
+fn a_failed_create_index_concurrently_drops_its_invalid_index_and_resumes() {
+    let db = TestDb::new("init_cic");
+    let (dir, mut blocker) =
+        index_blocked_by_a_snapshot(&db, "CREATE INDEX CONCURRENTLY t_a_idx ON t (a);");
     let out = init(&db, dir.path(), &[("STARTGATE_LOCK_RETRIES", "0")]);
     assert_eq!(out.code, 6, "stderr: {}", out.stderr);
     assert!(
@@ -592,21 +598,10 @@ fn losing_the_lock_between_migrations_stops_with_the_pooler_advice() {
 #[test]
 fn a_create_index_concurrently_retried_in_the_same_run_drops_its_invalid_index_first() {
     let db = TestDb::new("init_cic_retry");
-    let dir = migrations(&[(
-        "0001_tables.sql",
-        "CREATE TABLE t (a int);\nINSERT INTO t SELECT generate_series(1, 1000);\nCREATE TABLE other (id int);\n",
-    )]);
-    assert_eq!(init(&db, dir.path(), &[]).code, 0);
     // A comment with non-ASCII characters inside the statement, as real files have.
-    std::fs::write(
-        dir.path().join("0002_index.sql"),
-        "-- startgate:no-transaction\n-- startgate:lock-timeout 1s\nCREATE INDEX CONCURRENTLY /* índice rápido */ t_a_idx ON t (a);\n",
-    )
-    .expect("write");
-    let mut blocker = Blocker::hold(
+    let (dir, mut blocker) = index_blocked_by_a_snapshot(
         &db,
-        "snapshot-holder",
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other;",
+        "CREATE INDEX CONCURRENTLY /* índice rápido */ t_a_idx ON t (a);",
     );
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1800));
