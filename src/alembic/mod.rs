@@ -15,7 +15,12 @@
 //! - a database revision the files do not know is `future`: Alembic cannot upgrade from it.
 //!
 //! Reading the files and the config, running Alembic and the version-table query are the I/O
-//! around this, elsewhere.
+//! around this, elsewhere. `config.rs` is the pure config reading (the command's `-c`/`-n`,
+//! `alembic.ini`, `[tool.alembic]`); `project.rs` is the I/O that finds the config as Alembic
+//! would, reads it and reads every revision file.
+
+pub mod config;
+pub mod project;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -355,6 +360,17 @@ pub enum Target {
     Other(String),
     /// Not an `alembic upgrade` command (or no target found).
     Unknown,
+}
+
+impl Target {
+    /// Whether the upgrade goes to every head (`head`, `heads`), or is assumed to (a command
+    /// startgate cannot read, such as a script): the version table must then hold the heads.
+    pub fn upgrades_to_heads(&self) -> bool {
+        match self {
+            Target::Head | Target::Unknown => true,
+            Target::Other(target) => target == "heads",
+        }
+    }
 }
 
 /// The target of an `alembic upgrade` in `command` (`alembic -c alembic.ini upgrade head`).
