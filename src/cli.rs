@@ -107,6 +107,15 @@ fn command() -> clap::Command {
 
 /// Runs startgate and returns its exit status.
 pub fn main() -> ExitCode {
+    // The guard between startgate and a migrate command: before clap, settings and logging,
+    // none of which it needs.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::supervise::guard::SUBCOMMAND)
+    {
+        return ExitCode::from(crate::supervise::guard::main(&args[2..]));
+    }
     let cli = match command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))

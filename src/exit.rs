@@ -59,6 +59,9 @@ pub enum Error {
     /// SIGTERM or SIGINT outside a statement (while waiting for the database, say).
     #[error("interrupted by {}", .0.name())]
     Interrupted(Stop),
+    /// The migrate command (`STARTGATE_MIGRATE_COMMAND`) failed, timed out or was stopped.
+    #[error(transparent)]
+    Command(#[from] crate::tool::CommandError),
     /// The app (`run`): it could not start, it hung, or it failed on its own.
     #[error(transparent)]
     App(#[from] AppError),
@@ -160,6 +163,7 @@ impl Error {
             Error::Lock(LockError::Backend(_)) => code::INTERNAL,
             Error::Verify(_) => code::VERIFY_FAILED,
             Error::App(e) => e.exit_code(),
+            Error::Command(e) => e.exit_code(),
             Error::Backup(_) => match self.stop() {
                 Some(stop) => stop.exit_code(),
                 None => code::BACKUP_FAILED,
@@ -185,6 +189,7 @@ impl Error {
                 stop,
                 ..
             }))) => Some(*stop),
+            Error::Command(e) => e.stop(),
             _ => None,
         }
     }

@@ -28,4 +28,5 @@ pub mod run;
 pub mod schema;
 pub mod supervise;
 pub mod termination;
+pub mod tool;
 pub mod wait;

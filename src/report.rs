@@ -35,6 +35,35 @@ pub struct StatusReport {
     pub drift: Vec<String>,
     /// Differences that only warn (extra objects under `STARTGATE_VERIFY=subset`).
     pub drift_warnings: Vec<String>,
+    /// The migrate command (`STARTGATE_MIGRATE_COMMAND`), when one is set.
+    pub command: Option<CommandJson>,
+}
+
+/// The migrate command as `status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandJson {
+    /// The command, secrets masked.
+    pub command: String,
+    /// What `init` would do with it: `run` or `skip`.
+    pub next: &'static str,
+    /// Why: `2 Alembic revisions pending`, `unchanged since its last success`…
+    pub detail: String,
+    pub alembic: Option<AlembicJson>,
+}
+
+/// An Alembic project against its version table.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AlembicJson {
+    /// The config file it was found through.
+    pub config: String,
+    pub version_table: String,
+    /// The version table's rows.
+    pub current: Vec<String>,
+    pub heads: Vec<String>,
+    /// Revisions not applied yet.
+    pub pending: usize,
+    /// Database revisions no revision file defines.
+    pub future: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -152,7 +181,23 @@ impl StatusReport {
             warnings: plan.warnings.clone(),
             drift: Vec::new(),
             drift_warnings: Vec::new(),
+            command: None,
         }
+    }
+
+    /// Adds the migrate command: a command that would run makes the status `pending` (9), a
+    /// refusal (several Alembic heads with `upgrade head`) `inconsistent` (7).
+    pub fn with_command(mut self, command: CommandJson, refusal: Option<String>) -> StatusReport {
+        if let Some(refusal) = refusal {
+            self.problems.push(refusal);
+            self.status = "inconsistent";
+            self.exit_code = code::INCONSISTENT;
+        } else if command.next == "run" && self.status == "up-to-date" {
+            self.status = "pending";
+            self.exit_code = code::PENDING;
+        }
+        self.command = Some(command);
+        self
     }
 
     /// Adds the schema check. Drift decides the status only when the history is consistent and
@@ -225,6 +270,32 @@ impl StatusReport {
                     .trim_end(),
                 );
                 out.push('\n');
+            }
+        }
+        if let Some(command) = &self.command {
+            out.push_str(&format!(
+                "\nmigrate command `{}`: {} ({})\n",
+                command.command, command.next, command.detail
+            ));
+            if let Some(a) = &command.alembic {
+                let list = |items: &[String]| {
+                    if items.is_empty() {
+                        "none".to_string()
+                    } else {
+                        items.join(", ")
+                    }
+                };
+                out.push_str(&format!("  alembic config  {}\n", a.config));
+                out.push_str(&format!(
+                    "  current         {} (table {})\n",
+                    list(&a.current),
+                    a.version_table
+                ));
+                out.push_str(&format!("  head(s)         {}\n", list(&a.heads)));
+                out.push_str(&format!("  pending         {}\n", a.pending));
+                if !a.future.is_empty() {
+                    out.push_str(&format!("  future          {}\n", list(&a.future)));
+                }
             }
         }
         if !self.problems.is_empty() {

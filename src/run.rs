@@ -25,6 +25,7 @@ use crate::report::StatusReport;
 use crate::schema::Snapshot;
 use crate::schema::diff::{Difference, Kind, Mode, Verdict, judge};
 use crate::supervise::signals::{self, StopToken};
+use crate::tool::Tool;
 use crate::wait::wait_for_database;
 
 /// Runs `body` on the backend the URL names.
@@ -43,10 +44,19 @@ pub async fn status(settings: &Settings, json: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
     let local = load_migrations(settings)?;
     let expectations = load_expectations(settings)?;
+    let tool = crate::tool::prepare(settings)?;
     let progress = Progress::new();
     let result = on_backend!(
         url,
-        status_on(settings, url, &local, &expectations, json, &progress)
+        status_on(
+            settings,
+            url,
+            &local,
+            &expectations,
+            tool.as_ref(),
+            json,
+            &progress
+        )
     );
     finish(&progress, &result);
     result
@@ -57,6 +67,7 @@ async fn status_on<B: Backend>(
     url: &DatabaseUrl,
     local: &Loaded,
     expectations: &Expectations,
+    tool: Option<&Tool>,
     json: bool,
     progress: &Progress,
 ) -> Result<u8, Error> {
@@ -76,6 +87,16 @@ async fn status_on<B: Backend>(
             return Err(e);
         }
     };
+    let command = match tool {
+        Some(tool) => match crate::tool::look(&mut db, tool, settings).await {
+            Ok(assessment) => Some(crate::tool::report(tool, assessment, settings)),
+            Err(e) => {
+                db.close().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let verdict = check_schema(&mut db, settings, expectations).await;
     let report = StatusReport::new(
         &plan,
@@ -86,6 +107,10 @@ async fn status_on<B: Backend>(
     );
     db.close().await;
     let verdict = verdict?;
+    let report = match command {
+        Some((command, refusal)) => report.with_command(command, refusal),
+        None => report,
+    };
     let report = report.with_drift(
         verdict.failures.iter().map(ToString::to_string).collect(),
         verdict.warnings.iter().map(ToString::to_string).collect(),
@@ -104,6 +129,7 @@ async fn status_on<B: Backend>(
 pub async fn init(settings: &Settings) -> Result<u8, Error> {
     let url = database_url(settings)?;
     let expectations = load_expectations(settings)?;
+    let tool = crate::tool::prepare(settings)?;
     let stop = listen_for_signals()?;
     let started = Instant::now();
     let loading = load_in_background(settings);
@@ -116,6 +142,7 @@ pub async fn init(settings: &Settings) -> Result<u8, Error> {
             url,
             loading,
             &expectations,
+            tool.as_ref(),
             &stop,
             &progress,
             started,
@@ -134,6 +161,7 @@ pub async fn run(settings: &Settings, argv: &[std::ffi::OsString]) -> Result<u8,
     }
     let url = database_url(settings)?;
     let expectations = load_expectations(settings)?;
+    let tool = crate::tool::prepare(settings)?;
     let (stop, mut forwarded) = crate::supervise::app::listen()?;
     crate::supervise::reaper::adopt_orphans();
     let started = Instant::now();
@@ -148,6 +176,7 @@ pub async fn run(settings: &Settings, argv: &[std::ffi::OsString]) -> Result<u8,
                 url,
                 loading,
                 &expectations,
+                tool.as_ref(),
                 &stop,
                 &progress,
                 started,
@@ -187,6 +216,7 @@ async fn init_on<B: Backend>(
     url: &DatabaseUrl,
     loading: Loading,
     expectations: &Expectations,
+    tool: Option<&Tool>,
     stop: &StopToken,
     progress: &Progress,
     started: Instant,
@@ -195,7 +225,7 @@ async fn init_on<B: Backend>(
     let (mut db, mut files) =
         connect_while_reading::<B>(settings, url, loading, stop, progress).await?;
     let result = async {
-        let outcome = init_steps(&mut db, settings, &mut files, stop, progress).await?;
+        let outcome = init_steps(&mut db, settings, &mut files, tool, stop, progress).await?;
         stoppable(
             stop,
             verify_phase(&mut db, settings, expectations, progress),
@@ -223,6 +253,9 @@ async fn init_on<B: Backend>(
             backup.path.display(),
             crate::backup::human_size(backup.size)
         ));
+    }
+    if let Some(command) = &outcome.command {
+        summary.push_str(&format!("; migrate command: {command}"));
     }
     if let (Some(time), lsn) = &outcome.recovery {
         summary.push_str(&format!("; recovery point {time}"));
@@ -253,6 +286,8 @@ struct InitOutcome {
     backup: Option<crate::backup::Backup>,
     /// The recovery point before the first migration applied (server time, WAL position).
     recovery: (Option<String>, Option<String>),
+    /// What became of the migrate command: `ran in 812 ms`, `not run: Alembic is at…`.
+    command: Option<String>,
 }
 
 /// The phases after the database is up.
@@ -260,21 +295,33 @@ async fn init_steps<B: Backend>(
     db: &mut B,
     settings: &Settings,
     files: &mut Files,
+    tool: Option<&Tool>,
     stop: &StopToken,
     progress: &Progress,
 ) -> Result<InitOutcome, Error> {
     let table = &settings.history_table;
     progress.enter(Phase::AcquiringLock);
-    // Read without the lock first: an up-to-date replica must never queue behind another
-    // replica's long migration (unless every run must take a backup).
-    let rows = stoppable(stop, db.read_history_brief(table))
-        .await?
-        .unwrap_or_default();
     let local = files.get().await?;
+    // Read without the lock first: an up-to-date replica must never queue behind another
+    // replica's long migration (unless every run must take a backup). A migrate command
+    // without migration files costs one query: its own.
+    let rows = if local.migrations.is_empty() && tool.is_some() {
+        Vec::new()
+    } else {
+        stoppable(stop, db.read_history_brief(table))
+            .await?
+            .unwrap_or_default()
+    };
     let mut checked = Checked::new();
     let first = plan_files(local, &rows, settings, &mut checked)?;
     learn_plan(progress, &first);
-    if first.is_up_to_date() && settings.backup != BackupMode::Always {
+    let assessment = match tool {
+        Some(tool) => Some(stoppable(stop, crate::tool::assess(db, tool, settings)).await?),
+        None => None,
+    };
+    learn_assessment(progress, assessment.as_ref());
+    let command_runs = assessment.as_ref().is_some_and(|a| a.run);
+    if first.is_up_to_date() && !command_runs && settings.backup != BackupMode::Always {
         log_warnings(&first);
         progress.skipped("nothing to apply, no lock needed");
         progress.enter(Phase::BackingUp);
@@ -283,6 +330,7 @@ async fn init_steps<B: Backend>(
         progress.skipped("nothing to apply");
         return Ok(InitOutcome {
             current: first.current,
+            command: assessment.map(|a| format!("not run: {}", a.detail)),
             ..InitOutcome::default()
         });
     }
@@ -291,20 +339,44 @@ async fn init_steps<B: Backend>(
     stoppable(stop, db.prepare_for_migrating()).await?;
     apply::acquire_lock(db, key, settings.lock_wait_timeout, stop).await?;
     progress.done("holding the migration lock");
-    let result = locked_steps(db, settings, local, &mut checked, key, stop, progress).await;
+    let result = locked_steps(db, settings, local, &mut checked, tool, key, stop, progress).await;
     if let Err(e) = db.unlock(key).await {
         tracing::warn!(error = %e, "could not release the migration lock; the server releases it when the session ends");
     }
     result
 }
 
+/// What the migrate command's assessment says, for `/status`: Alembic's pending revisions
+/// count as pending migrations.
+fn learn_assessment(progress: &Progress, assessment: Option<&crate::tool::Assessment>) {
+    let Some(comparison) = assessment.and_then(|a| a.alembic.as_ref()) else {
+        return;
+    };
+    progress.learn(|facts| {
+        facts.migrations.pending =
+            Some(facts.migrations.pending.unwrap_or(0) + comparison.pending as u64);
+        if facts.migrations.current.is_none() && !comparison.current.is_empty() {
+            facts.migrations.current = Some(
+                comparison
+                    .current
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+    });
+}
+
 /// Under the lock: create the history table, read the history again, refuse an inconsistent
 /// one, back up, apply.
+#[allow(clippy::too_many_arguments)]
 async fn locked_steps<B: Backend>(
     db: &mut B,
     settings: &Settings,
     local: &Loaded,
     checked: &mut Checked,
+    tool: Option<&Tool>,
     key: LockKey,
     stop: &StopToken,
     progress: &Progress,
@@ -318,9 +390,20 @@ async fn locked_steps<B: Backend>(
     learn_plan(progress, &plan);
     log_warnings(&plan);
     refuse_problems(&plan)?;
+    // The command's turn is judged again under the lock: another replica may have run it
+    // while this one waited. Sessions an earlier run's command left behind go first.
+    let command_name = format!("{}{}", crate::tool::APP_PREFIX, crate::tool::run_id());
+    let assessment = match tool {
+        Some(tool) => {
+            stoppable(stop, crate::tool::end_leftovers(db, &command_name)).await?;
+            Some(stoppable(stop, crate::tool::assess(db, tool, settings)).await?)
+        }
+        None => None,
+    };
+    let command_runs = assessment.as_ref().is_some_and(|a| a.run);
 
     progress.enter(Phase::BackingUp);
-    let backup = match (settings.backup, plan.steps.is_empty()) {
+    let backup = match (settings.backup, plan.steps.is_empty() && !command_runs) {
         (BackupMode::Never, _) => {
             progress.skipped("STARTGATE_BACKUP=never");
             None
@@ -348,22 +431,84 @@ async fn locked_steps<B: Backend>(
     };
 
     progress.enter(Phase::Migrating);
-    if plan.steps.is_empty() {
+    if plan.steps.is_empty() && !command_runs {
         // Another replica applied everything while this one waited for the lock.
         progress.skipped("nothing to apply");
         return Ok(InitOutcome {
             current: plan.current,
             backup,
+            command: assessment.map(|a| format!("not run: {}", a.detail)),
             ..InitOutcome::default()
         });
+    }
+    let done = apply_files(db, settings, &plan, local, key, stop, progress).await?;
+    let current = done
+        .iter()
+        .map(|d| &d.version)
+        .chain(plan.current.as_ref())
+        .max()
+        .cloned();
+    progress.learn(|facts| {
+        facts.migrations.current = current.as_ref().map(ToString::to_string);
+    });
+    let command = match (tool, assessment) {
+        (Some(tool), Some(assessment)) if assessment.run => {
+            tracing::info!(
+                event = "migrate.assessed",
+                "migrate command: {}",
+                assessment.detail
+            );
+            let ran = crate::tool::run(db, tool, settings, &command_name, stop).await?;
+            let after = stoppable(stop, crate::tool::check_after(db, tool, settings)).await?;
+            if let Some(after) = &after {
+                progress.learn(|facts| {
+                    facts.migrations.pending = Some(0);
+                    facts.migrations.current =
+                        Some(after.current.iter().cloned().collect::<Vec<_>>().join(", "));
+                });
+            }
+            Some(format!("ran in {} ms", ran.elapsed.as_millis()))
+        }
+        (_, assessment) => assessment.map(|a| format!("not run: {}", a.detail)),
+    };
+    let mut detail = match done.len() {
+        1 => "applied 1 migration".to_string(),
+        n => format!("applied {n} migrations"),
+    };
+    if let Some(command) = &command {
+        detail.push_str(&format!("; migrate command {command}"));
+    }
+    progress.done(detail);
+    Ok(InitOutcome {
+        applied: done.len(),
+        current,
+        backup,
+        recovery: done.first().map(|d| d.recovery.clone()).unwrap_or_default(),
+        command,
+    })
+}
+
+/// Applies the plan's steps (startgate's own files), counting each one in `/status` as it
+/// commits.
+async fn apply_files<B: Backend>(
+    db: &mut B,
+    settings: &Settings,
+    plan: &Plan,
+    local: &Loaded,
+    key: LockKey,
+    stop: &StopToken,
+    progress: &Progress,
+) -> Result<Vec<apply::Done>, Error> {
+    if plan.steps.is_empty() {
+        return Ok(Vec::new());
     }
     let host = host_name();
     let mut newest = plan.current.clone();
     let done = apply::apply_steps(
         db,
-        &plan,
+        plan,
         &local.migrations,
-        table,
+        &settings.history_table,
         key,
         Limits::from_settings(settings),
         &host,
@@ -378,25 +523,7 @@ async fn locked_steps<B: Backend>(
         },
     )
     .await?;
-    let current = done
-        .iter()
-        .map(|d| &d.version)
-        .chain(plan.current.as_ref())
-        .max()
-        .cloned();
-    progress.learn(|facts| {
-        facts.migrations.current = current.as_ref().map(ToString::to_string);
-    });
-    progress.done(match done.len() {
-        1 => "applied 1 migration".to_string(),
-        n => format!("applied {n} migrations"),
-    });
-    Ok(InitOutcome {
-        applied: done.len(),
-        current,
-        backup,
-        recovery: done.first().map(|d| d.recovery.clone()).unwrap_or_default(),
-    })
+    Ok(done)
 }
 
 /// `startgate backup`: takes a backup now, under the migration lock.

@@ -227,8 +227,113 @@ pub trait Backend: Sized {
         stop: &StopToken,
     ) -> Result<(), DumpError>;
 
+    /// The rows of Alembic's version table (`STARTGATE_ALEMBIC_VERSION_TABLE`, found through
+    /// the search path as Alembic finds it); `None` when it does not exist. One query: the
+    /// whole cost of an up-to-date Alembic project's start.
+    async fn read_alembic_versions(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<Vec<String>>, BackendError>;
+
+    /// What a migrate command's environment gets so that its own sessions carry the
+    /// migration timeouts (`PGOPTIONS` for libpq-based drivers); empty when the engine has no
+    /// such thing.
+    fn command_environment(&self, limits: &CommandLimits) -> Vec<(String, String)>;
+
+    /// The server sessions of a running migrate command, in this database.
+    async fn command_sessions(
+        &mut self,
+        which: &CommandSessions<'_>,
+    ) -> Result<Vec<CommandSession>, BackendError>;
+
+    /// Terminates the server sessions of a migrate command (timed out, or startgate is
+    /// stopping), in this database; returns those it ended.
+    async fn terminate_command_sessions(
+        &mut self,
+        which: &CommandSessions<'_>,
+    ) -> Result<Vec<CommandSession>, BackendError>;
+
+    /// Terminates sessions left by an earlier run's migrate command (application name
+    /// starting with `prefix`, other than `ours`), in this database. Called under the lock.
+    async fn terminate_leftover_sessions(
+        &mut self,
+        prefix: &str,
+        ours: &str,
+    ) -> Result<Vec<CommandSession>, BackendError>;
+
+    /// The fingerprint of the migrate command's last recorded success (`None`: none yet).
+    async fn last_fingerprint(
+        &mut self,
+        history: &HistoryTable,
+    ) -> Result<Option<String>, BackendError>;
+
+    /// Records a successful run of the migrate command (creating its table on first use).
+    /// Called only under the lock.
+    async fn record_command_run(
+        &mut self,
+        history: &HistoryTable,
+        run: &CommandRun<'_>,
+    ) -> Result<(), BackendError>;
+
     /// Closes the connection cleanly (a dropped connection is closed too, less politely).
     async fn close(self);
+}
+
+/// The server-side limits a migrate command's sessions get.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandLimits {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+/// Which server sessions belong to a running migrate command: those with its application
+/// name (drivers that read `PGAPPNAME`) and those whose client port is one of the command's
+/// TCP connections (drivers that do not), started while it ran.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSessions<'a> {
+    pub application_name: &'a str,
+    pub client_ports: &'a [u16],
+    /// Only sessions that started at most this long ago (the command's age, plus a margin).
+    pub started_within: Duration,
+}
+
+/// A migrate command's server session, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSession {
+    pub pid: i64,
+    pub application_name: String,
+    pub state: String,
+    /// How long its current statement has run, when it is running one.
+    pub running_ms: Option<i64>,
+    /// The start of its query, secrets masked.
+    pub query: String,
+}
+
+impl fmt::Display for CommandSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        if !self.application_name.is_empty() {
+            write!(f, " ({})", self.application_name)?;
+        }
+        write!(f, ", {}", self.state)?;
+        if let Some(ms) = self.running_ms {
+            write!(f, " for {ms} ms")?;
+        }
+        if !self.query.is_empty() {
+            write!(f, ": {}", self.query)?;
+        }
+        Ok(())
+    }
+}
+
+/// A successful run of the migrate command, as its table records it.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandRun<'a> {
+    pub command: &'a str,
+    /// The `STARTGATE_MIGRATE_FINGERPRINT` hash, when the command is fingerprinted.
+    pub fingerprint: Option<&'a str>,
+    pub execution_ms: u64,
+    pub applied_by: &'a str,
 }
 
 /// Bounds for one backup.

@@ -31,6 +31,7 @@ use crate::progress::Progress;
 use crate::supervise::diagnose::{CpuHistory, Observation};
 use crate::supervise::escalation::{Action, Escalation};
 use crate::supervise::probe;
+use crate::supervise::process::{describe_status, status_code};
 use crate::supervise::readiness::{Change, Readiness};
 use crate::supervise::signals::{self, Stop, StopToken};
 use crate::supervise::tail::{APP_TAIL_LINES, Tail};
@@ -227,26 +228,6 @@ async fn pass_on(out: &mut tokio::io::Stderr, bytes: &[u8]) {
 }
 
 /// The exit status as a shell reports it: the code, or 128+N for signal N.
-fn status_code(status: ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(1),
-        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
-        (None, None) => 1,
-    }
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => {
-            format!("was killed by signal {signal} ({})", Stop { signal }.name())
-        }
-        (None, None) => "ended".to_string(),
-    }
-}
-
 /// Starts `argv`, supervises it to its end, and returns its exit status; a failure the
 /// operator must hear about (a hang, an app that failed on its own) is an error carrying it.
 pub async fn supervise(
@@ -675,27 +656,4 @@ async fn stop_signal(pid: i32, forwarded: &mut mpsc::UnboundedReceiver<i32>) -> 
 pub fn listen() -> Result<(StopToken, mpsc::UnboundedReceiver<i32>), Error> {
     signals::listen_forwarding()
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::ExitStatusExt;
-
-    #[test]
-    fn exit_statuses_as_a_shell_reports_them() {
-        // Raw wait statuses: exit code in the high byte, signal in the low bits.
-        assert_eq!(status_code(ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(status_code(ExitStatus::from_raw(0)), 0);
-        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGTERM)), 143);
-        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(libc::SIGKILL)),
-            "was killed by signal 9 (SIGKILL)"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exited with status 3"
-        );
-    }
 }

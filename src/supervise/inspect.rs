@@ -29,6 +29,8 @@ const PROC: &str = "/proc";
 
 /// The socket state `TCP_LISTEN` as printed in the `st` column of `/proc/net/tcp`.
 const TCP_LISTEN: &str = "0A";
+/// The socket state `TCP_ESTABLISHED`.
+const TCP_ESTABLISHED: &str = "01";
 
 /// Clock ticks per second assumed when `sysconf(_SC_CLK_TCK)` fails; it is 100 on every Linux
 /// architecture startgate targets.
@@ -113,25 +115,71 @@ pub fn parse_listeners(text: &str) -> Vec<Listener> {
 /// One row of `/proc/net/tcp{,6}`: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
 /// None for a malformed row or one not in the LISTEN state.
 fn parse_listener_row(line: &str) -> Option<Listener> {
+    let row = parse_tcp_row(line)?;
+    (row.state == TCP_LISTEN).then_some(Listener {
+        inode: row.inode,
+        port: row.local.1,
+        address: row.local.0,
+    })
+}
+
+/// The columns of one `/proc/net/tcp{,6}` row that startgate reads.
+struct TcpRow<'a> {
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    state: &'a str,
+    inode: u64,
+}
+
+fn parse_tcp_row(line: &str) -> Option<TcpRow<'_>> {
     let mut columns = line.split_ascii_whitespace();
     let slot = columns.next()?.strip_suffix(':')?;
     slot.parse::<u64>().ok()?;
-    let local = columns.next()?;
-    let _remote = columns.next()?;
-    if columns.next()? != TCP_LISTEN {
-        return None;
-    }
+    let local = parse_endpoint(columns.next()?)?;
+    let remote = parse_endpoint(columns.next()?)?;
+    let state = columns.next()?;
     // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, then the inode.
     let inode = columns.nth(5)?.parse().ok()?;
-    let (address, port) = local.split_once(':')?;
+    Some(TcpRow {
+        local,
+        remote,
+        state,
+        inode,
+    })
+}
+
+/// `0100007F:1F40` -> (127.0.0.1, 8000).
+fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
+    let (address, port) = text.split_once(':')?;
     if port.len() != 4 {
         return None;
     }
-    Some(Listener {
-        inode,
-        port: u16::from_str_radix(port, 16).ok()?,
-        address: parse_proc_address(address)?,
-    })
+    Some((
+        parse_proc_address(address)?,
+        u16::from_str_radix(port, 16).ok()?,
+    ))
+}
+
+/// An established TCP connection from /proc/net/tcp or tcp6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub inode: u64,
+    /// This side's port: what a server sees as the client's port (`pg_stat_activity.client_port`).
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
+/// Parses /proc/net/tcp or /proc/net/tcp6 text, keeping only ESTABLISHED rows (st == 01).
+pub fn parse_connections(text: &str) -> Vec<Connection> {
+    text.lines()
+        .filter_map(parse_tcp_row)
+        .filter(|row| row.state == TCP_ESTABLISHED)
+        .map(|row| Connection {
+            inode: row.inode,
+            local_port: row.local.1,
+            remote_port: row.remote.1,
+        })
+        .collect()
 }
 
 /// A `/proc/net/tcp{,6}` address: 8 or 32 hex digits, each group of 8 being a 32-bit word the
@@ -288,6 +336,44 @@ pub fn listening(pids: &[i32]) -> (Vec<Listener>, bool) {
 }
 
 fn listening_in(root: &Path, pids: &[i32]) -> (Vec<Listener>, bool) {
+    let (inodes, complete) = socket_inodes(root, pids);
+    if inodes.is_empty() {
+        return (Vec::new(), complete);
+    }
+    let mut listeners: Vec<Listener> = tcp_tables(root)
+        .iter()
+        .flat_map(|text| parse_listeners(text))
+        .filter(|listener| inodes.binary_search(&listener.inode).is_ok())
+        .collect();
+    listeners.sort_by_key(|listener| (listener.port, listener.address, listener.inode));
+    listeners.dedup();
+    (listeners, complete)
+}
+
+/// The established TCP connections owned by these pids (a migrate command's database
+/// sessions), sorted by local port and deduplicated; unreadable fd directories are skipped.
+pub fn connections(pids: &[i32]) -> Vec<Connection> {
+    connections_in(Path::new(PROC), pids)
+}
+
+fn connections_in(root: &Path, pids: &[i32]) -> Vec<Connection> {
+    let (inodes, _) = socket_inodes(root, pids);
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<Connection> = tcp_tables(root)
+        .iter()
+        .flat_map(|text| parse_connections(text))
+        .filter(|c| inodes.binary_search(&c.inode).is_ok())
+        .collect();
+    found.sort_by_key(|c| (c.local_port, c.inode));
+    found.dedup();
+    found
+}
+
+/// The socket inodes of these pids' descriptors, sorted and deduplicated, and whether every
+/// existing pid's fd directory could be read.
+fn socket_inodes(root: &Path, pids: &[i32]) -> (Vec<u64>, bool) {
     let mut inodes = Vec::new();
     let mut complete = true;
     for pid in pids {
@@ -306,23 +392,18 @@ fn listening_in(root: &Path, pids: &[i32]) -> (Vec<Listener>, bool) {
             socket_inode(target.to_str()?)
         }));
     }
-    if inodes.is_empty() {
-        return (Vec::new(), complete);
-    }
     inodes.sort_unstable();
     inodes.dedup();
+    (inodes, complete)
+}
 
+/// The text of /proc/net/tcp and tcp6 (a kernel without IPv6 has no tcp6: no rows, no error).
+fn tcp_tables(root: &Path) -> Vec<String> {
     let net = root.join("net");
-    let mut listeners: Vec<Listener> = ["tcp", "tcp6"]
+    ["tcp", "tcp6"]
         .iter()
-        // A kernel without IPv6 has no tcp6; that is no listener, not an error.
         .filter_map(|name| std::fs::read_to_string(net.join(name)).ok())
-        .flat_map(|text| parse_listeners(&text))
-        .filter(|listener| inodes.binary_search(&listener.inode).is_ok())
-        .collect();
-    listeners.sort_by_key(|listener| (listener.port, listener.address, listener.inode));
-    listeners.dedup();
-    (listeners, complete)
+        .collect()
 }
 
 /// One thread of a process.
@@ -820,6 +901,16 @@ mod tests {
         // An fd "directory" that cannot be listed makes the answer incomplete.
         write(&root.join("23/fd"), "not a directory");
         assert_eq!(listening_in(root, &[20, 21, 23]), (expected, false));
+        // The established connection 503 (local port 8000 to 53924) belongs to 20.
+        assert_eq!(
+            connections_in(root, &[20, 21]),
+            vec![Connection {
+                inode: 503,
+                local_port: 8000,
+                remote_port: 53924,
+            }]
+        );
+        assert_eq!(connections_in(root, &[21]), vec![]);
     }
 
     // ---- real processes ----

@@ -15,8 +15,10 @@
 //! parsers of [`inspect`]; [`app`] and [`watch`] are the I/O loops around them.
 
 pub mod app;
+pub mod command;
 pub mod diagnose;
 pub mod escalation;
+pub mod guard;
 pub mod inspect;
 pub mod probe;
 pub mod process;

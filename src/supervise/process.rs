@@ -118,6 +118,32 @@ pub fn with_managed<R>(f: impl FnOnce(&BTreeSet<u32>) -> R) -> R {
     f(&managed())
 }
 
+/// A child's status as an exit status: its own, or 128+N when signal N ended it (as a shell
+/// reports it).
+pub fn status_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        (None, None) => 1,
+    }
+}
+
+/// How a child ended, for a message: `exited with status 3`, `was killed by signal 9 (SIGKILL)`.
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => describe_signal(signal),
+        (None, None) => "ended".to_string(),
+    }
+}
+
+/// `was killed by signal 9 (SIGKILL)`.
+pub fn describe_signal(signal: i32) -> String {
+    format!("was killed by signal {signal} ({})", Stop { signal }.name())
+}
+
 /// The most of a program's stdout [`output_of`] keeps.
 const MAX_CAPTURE: usize = 64 * 1024;
 
@@ -265,6 +291,24 @@ pub async fn stop_group(child: &mut Child, pid: Option<u32>, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn exit_statuses_as_a_shell_reports_them() {
+        // Raw wait statuses: exit code in the high byte, signal in the low bits.
+        assert_eq!(status_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(status_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGTERM)), 143);
+        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(libc::SIGKILL)),
+            "was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+    }
 
     fn sh(script: &str) -> Command {
         let mut command = Command::new("sh");

@@ -107,6 +107,12 @@ impl Tail {
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
+
+    /// Removes and returns the kept lines, oldest first: used as a line splitter, a tail hands
+    /// each complete (masked, bounded) line on as it arrives.
+    pub fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
+        self.lines.drain(..)
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod alembic;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -397,6 +399,20 @@ pub struct Output {
 /// Runs the real `startgate` binary with exactly `env` (plus PATH and HOME), killing it after
 /// `limit`. Panics if it had to be killed.
 pub fn startgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+    run_bounded(startgate_command(args, env), limit)
+}
+
+/// [`startgate`] with the working directory set to `dir` (as when an app's image runs it from
+/// the project root, where `alembic.ini` or `pyproject.toml` is).
+pub fn startgate_in(dir: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+    let mut cmd = startgate_command(args, env);
+    cmd.current_dir(dir);
+    run_bounded(cmd, limit)
+}
+
+/// The command [`startgate`] and [`startgate_in`] run: the binary with exactly `env` (plus PATH,
+/// HOME and LANG, JSON logs, the endpoint on a free port, backups in a temporary directory).
+fn startgate_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_startgate"));
     cmd.args(args).env_clear();
     for key in ["PATH", "HOME", "LANG"] {
@@ -413,18 +429,30 @@ pub fn startgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output
         std::env::temp_dir().join(format!("startgate-test-backups-{}", std::process::id())),
     );
     cmd.envs(env.iter().copied());
-    run_bounded(cmd, limit)
+    cmd
 }
 
-/// Spawns `cmd` with piped output and waits at most `limit` for it.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+/// Spawns `cmd` with piped output and waits at most `limit` for it. Panics if it cannot be
+/// started or had to be killed.
+pub fn run_bounded(cmd: Command, limit: Duration) -> Output {
+    try_run_bounded(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_bounded`], with a failure to start it or its being killed after `limit` as an error
+/// (naming the program) for the caller to explain.
+pub fn try_run_bounded(mut cmd: Command, limit: Duration) -> Result<Output, String> {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn startgate");
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out_reader = std::thread::spawn(move || {
@@ -444,10 +472,10 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "startgate did not finish within {limit:?}; stderr so far: {}",
+            return Err(format!(
+                "{program} did not finish within {limit:?}; stderr so far: {}",
                 err_reader.join().unwrap_or_default()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -456,12 +484,12 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Output {
+    Ok(Output {
         code,
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
         elapsed,
-    }
+    })
 }
 
 /// A session of another client that holds locks until released (or dropped), the way a
@@ -587,13 +615,31 @@ impl Running {
         Running::start_os(args, env, &[])
     }
 
+    /// [`Running::start`] in the directory `dir`.
+    pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        Running::spawn(Some(dir), args, env, &[])
+    }
+
     /// [`Running::start`] with variables whose values need not be UTF-8.
     pub fn start_os(
         args: &[&str],
         env: &[(&str, &str)],
         os_env: &[(&str, &std::ffi::OsStr)],
     ) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_startgate"))
+        Running::spawn(None, args, env, os_env)
+    }
+
+    fn spawn(
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        os_env: &[(&str, &std::ffi::OsStr)],
+    ) -> Running {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_startgate"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -7,10 +7,12 @@
 //! ([`quote_ident`]); it is never pasted into SQL raw. Values written into the history go
 //! through [`quote_literal`].
 //!
-//! Submodules: [`exec`] runs a statement watched by the monitor session, [`index`] resumes a
+//! Submodules: [`command`] serves a migrate command (its `PGOPTIONS`, its sessions, its table
+//! of runs), [`exec`] runs a statement watched by the monitor session, [`index`] resumes a
 //! failed `CREATE INDEX CONCURRENTLY`, [`foreign`] reads other tools' histories.
 
 mod catalog;
+mod command;
 #[doc(hidden)]
 pub use catalog::{round_trips_for_tests, snapshot_for_tests};
 pub mod dump;
@@ -26,9 +28,10 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::time::Instant;
 
 use super::{
-    Applied, ApplyFailure, ApplyJob, Backend, BackendError, ConnectFailure, ConnectFailureKind,
-    ConnectTarget, DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool,
-    HistoryWrite, LockHolder, LockKey, TableName,
+    Applied, ApplyFailure, ApplyJob, Backend, BackendError, CommandLimits, CommandRun,
+    CommandSession, CommandSessions, ConnectFailure, ConnectFailureKind, ConnectTarget,
+    DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
+    LockHolder, LockKey, TableName,
 };
 use crate::config::HistoryTable;
 use crate::migrate::plan::ResumeReason;
@@ -572,6 +575,57 @@ impl Backend for Postgres {
             stop,
         )
         .await
+    }
+
+    async fn read_alembic_versions(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<Vec<String>>, BackendError> {
+        self.alembic_versions(table).await
+    }
+
+    fn command_environment(&self, limits: &CommandLimits) -> Vec<(String, String)> {
+        vec![(
+            "PGOPTIONS".to_string(),
+            command::pgoptions(limits, self.version_num),
+        )]
+    }
+
+    async fn command_sessions(
+        &mut self,
+        which: &CommandSessions<'_>,
+    ) -> Result<Vec<CommandSession>, BackendError> {
+        self.find_command_sessions(which).await
+    }
+
+    async fn terminate_command_sessions(
+        &mut self,
+        which: &CommandSessions<'_>,
+    ) -> Result<Vec<CommandSession>, BackendError> {
+        self.end_command_sessions(which).await
+    }
+
+    async fn terminate_leftover_sessions(
+        &mut self,
+        prefix: &str,
+        ours: &str,
+    ) -> Result<Vec<CommandSession>, BackendError> {
+        self.end_leftover_sessions(prefix, ours).await
+    }
+
+    async fn last_fingerprint(
+        &mut self,
+        history: &HistoryTable,
+    ) -> Result<Option<String>, BackendError> {
+        self.read_last_fingerprint(history).await
+    }
+
+    async fn record_command_run(
+        &mut self,
+        history: &HistoryTable,
+        run: &CommandRun<'_>,
+    ) -> Result<(), BackendError> {
+        self.write_command_run(history, run).await
     }
 
     async fn close(self) {
