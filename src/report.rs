@@ -44,7 +44,8 @@ pub struct StatusReport {
 pub struct CommandJson {
     /// The command, secrets masked.
     pub command: String,
-    /// What `init` would do with it: `run` or `skip`.
+    /// What `init` would do with it: `run` (something is pending), `skip`, or `always` (it
+    /// runs on every start: no Alembic project, no fingerprint; that is not "pending").
     pub next: &'static str,
     /// Why: `2 Alembic revisions pending`, `unchanged since its last success`…
     pub detail: String,

@@ -238,7 +238,12 @@ async fn init_on<B: Backend>(
     let outcome = result?;
     progress.enter(next);
     let elapsed = started.elapsed().as_millis();
+    let command_ran = outcome
+        .command
+        .as_deref()
+        .is_some_and(|c| c.starts_with("ran"));
     let mut summary = match outcome.applied {
+        0 if command_ran => format!("migrated in {elapsed} ms"),
         0 => format!("nothing to apply ({elapsed} ms)"),
         1 => format!("applied 1 migration in {elapsed} ms"),
         n => format!("applied {n} migrations in {elapsed} ms"),
@@ -392,10 +397,10 @@ async fn locked_steps<B: Backend>(
     refuse_problems(&plan)?;
     // The command's turn is judged again under the lock: another replica may have run it
     // while this one waited. Sessions an earlier run's command left behind go first.
-    let command_name = format!("{}{}", crate::tool::APP_PREFIX, crate::tool::run_id());
+    let command_name = crate::tool::application_name(key);
     let assessment = match tool {
         Some(tool) => {
-            stoppable(stop, crate::tool::end_leftovers(db, &command_name)).await?;
+            stoppable(stop, crate::tool::end_leftovers(db, key, &command_name)).await?;
             Some(stoppable(stop, crate::tool::assess(db, tool, settings)).await?)
         }
         None => None,
@@ -458,7 +463,7 @@ async fn locked_steps<B: Backend>(
                 "migrate command: {}",
                 assessment.detail
             );
-            let ran = crate::tool::run(db, tool, settings, &command_name, stop).await?;
+            let ran = crate::tool::run(db, tool, settings, key, &command_name, stop).await?;
             let after = stoppable(stop, crate::tool::check_after(db, tool, settings)).await?;
             if let Some(after) = &after {
                 progress.learn(|facts| {

@@ -521,6 +521,19 @@ fn two_heads_with_upgrade_head_are_exit_7_naming_both_and_heads_applies_them() {
     assert!(messages.contains("upgrade to `heads`"), "{messages}");
     assert_eq!(runs(&marker), 0, "the command must not run");
     assert!(!exists(&db, "feature_flags"));
+    let status = startgate(
+        &project,
+        &db,
+        &["status"],
+        &command("upgrade head", &marker),
+        &[],
+    );
+    assert_eq!(status.code, 7, "{}", status.stdout);
+    assert!(
+        status.stdout.contains("2 heads (b2, c3)"),
+        "{}",
+        status.stdout
+    );
 
     let out = startgate(
         &project,

@@ -284,10 +284,18 @@ fn sigkill_of_startgate_takes_the_command_with_it() {
 fn sessions_left_by_an_earlier_run_are_terminated_after_taking_the_lock() {
     let db = TestDb::new("cmd_leftover");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut leftover = Blocker::hold(
+    // The name an earlier run's command had under this history table's lock; another app's
+    // command (another history table, another lock) is left alone.
+    let key = startgate::backend::LockKey::for_table(&startgate::config::HistoryTable {
+        schema: "public".to_string(),
+        table: "startgate_migrations".to_string(),
+    });
+    let ours = format!("{}0123456789ab", startgate::tool::leftover_prefix(key));
+    let mut leftover = Blocker::hold(&db, &ours, "BEGIN; CREATE TABLE half_done (id int)");
+    let mut other_app = Blocker::hold(
         &db,
-        "startgate-migrate/0123456789ab",
-        "BEGIN; CREATE TABLE half_done (id int)",
+        "startgate-migrate/00000000000000ff-0123456789ab",
+        "BEGIN; CREATE TABLE other_app (id int)",
     );
     let out = init_with(&db, dir.path(), "true", &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -296,15 +304,21 @@ fn sessions_left_by_an_earlier_run_are_terminated_after_taking_the_lock() {
         messages.contains("terminated a session left by an earlier run's migrate command"),
         "{messages}"
     );
-    assert_eq!(
+    // pg_terminate_backend signals; the session goes a moment later.
+    let left = || {
         scalar(
             &db,
-            "SELECT count(*)::text FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name LIKE 'startgate-migrate/%'"
-        ),
-        Some("0".to_string())
+            "SELECT string_agg(application_name, ',') FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'startgate-migrate/%'",
+        )
+    };
+    wait_for(
+        "the leftover session to end",
+        Duration::from_secs(5),
+        || left().as_deref() == Some("startgate-migrate/00000000000000ff-0123456789ab"),
     );
     leftover.release();
+    other_app.release();
 }
 
 #[test]

@@ -293,6 +293,11 @@ impl Graph {
     fn ancestry(&self, id: &str, into: &mut BTreeSet<String>) {
         let mut stack = vec![id.to_string()];
         while let Some(id) = stack.pop() {
+            // A branch label names the revision that declares it (as in Alembic's revision
+            // map); only real revisions are counted.
+            let Some(id) = self.resolve(&id) else {
+                continue;
+            };
             if !into.insert(id.clone()) {
                 continue;
             }
@@ -301,6 +306,17 @@ impl Graph {
                 stack.extend(revision.depends_on.iter().cloned());
             }
         }
+    }
+
+    /// A revision id, or the id of the revision that declares the branch label `name`.
+    fn resolve(&self, name: &str) -> Option<String> {
+        if self.revisions.contains_key(name) {
+            return Some(name.to_string());
+        }
+        self.revisions
+            .values()
+            .find(|r| r.branch_labels.iter().any(|l| l == name))
+            .map(|r| r.revision.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -387,8 +403,14 @@ pub fn upgrade_target(command: &str) -> Target {
                 rest.next();
             }
             w if w.starts_with('-') => {}
-            "head" => return Target::Head,
-            w => return Target::Other(w.trim_matches(['\'', '"', ';']).to_string()),
+            w => {
+                let w = w.trim_matches(['\'', '"', ';']);
+                return if w == "head" {
+                    Target::Head
+                } else {
+                    Target::Other(w.to_string())
+                };
+            }
         }
     }
     Target::Unknown
@@ -548,6 +570,22 @@ depends_on = ["0a1b"]
     }
 
     #[test]
+    fn a_dependency_on_a_branch_label_counts_the_labelled_revision_only() {
+        // a1 (label `core`) <- a2; x1 <- x2, which depends on `core`.
+        let mut a1 = rev("a1", &[]);
+        a1.1.branch_labels = vec!["core".to_string()];
+        let mut x2 = rev("x2", &["x1"]);
+        x2.1.depends_on = vec!["core".to_string()];
+        let graph = Graph::new(vec![a1, rev("a2", &["a1"]), rev("x1", &[]), x2]).expect("graph");
+        assert_eq!(graph.heads(), set(&["a2", "x2"]));
+        let rows = ["a1".to_string(), "x2".to_string()];
+        let comparison = compare(&graph, &rows);
+        // a1, x1, x2 are applied; a2 is not, and the label is no revision.
+        assert_eq!(comparison.pending, 1);
+        assert!(!comparison.up_to_date());
+    }
+
+    #[test]
     fn graph_problems_are_all_named() {
         let problems = Graph::new(vec![
             rev("a", &[]),
@@ -579,6 +617,8 @@ depends_on = ["0a1b"]
                 "python -m alembic upgrade 'ae10'",
                 Target::Other("ae10".to_string()),
             ),
+            ("alembic upgrade \"head\"", Target::Head),
+            ("alembic upgrade head;", Target::Head),
             ("alembic current", Target::Unknown),
             ("python manage.py migrate", Target::Unknown),
         ] {

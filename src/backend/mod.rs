@@ -227,6 +227,10 @@ pub trait Backend: Sized {
         stop: &StopToken,
     ) -> Result<(), DumpError>;
 
+    /// Whether this session still holds the migration lock (checked before the migrate
+    /// command runs: through a transaction-mode pooler it would not).
+    async fn holds_lock(&mut self, key: LockKey) -> Result<bool, BackendError>;
+
     /// The rows of Alembic's version table (`STARTGATE_ALEMBIC_VERSION_TABLE`, found through
     /// the search path as Alembic finds it); `None` when it does not exist. One query: the
     /// whole cost of an up-to-date Alembic project's start.
@@ -287,12 +291,12 @@ pub struct CommandLimits {
 }
 
 /// Which server sessions belong to a running migrate command: those with its application
-/// name (drivers that read `PGAPPNAME`) and those whose client port is one of the command's
-/// TCP connections (drivers that do not), started while it ran.
+/// name (drivers that read `PGAPPNAME`) and those whose client address and port are one of
+/// the command's TCP connections (drivers that do not), started while it ran.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSessions<'a> {
     pub application_name: &'a str,
-    pub client_ports: &'a [u16],
+    pub client_ports: &'a [(std::net::IpAddr, u16)],
     /// Only sessions that started at most this long ago (the command's age, plus a margin).
     pub started_within: Duration,
 }

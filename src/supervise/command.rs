@@ -135,17 +135,18 @@ impl Running {
         self.child.wait().await
     }
 
-    /// The local ports of the TCP connections the group holds to `server_port` (every port
-    /// when `None`): what the server sees as the sessions' `client_port`.
-    pub fn client_ports(&self, server_port: Option<u16>) -> Vec<u16> {
+    /// The local addresses and ports of the TCP connections the group holds to `server_port`
+    /// (every port when `None`): what the server sees as the sessions' `client_addr` and
+    /// `client_port`.
+    pub fn client_ports(&self, server_port: Option<u16>) -> Vec<(std::net::IpAddr, u16)> {
         let pids: Vec<i32> = inspect::group_members(self.pgid)
             .iter()
             .map(|stat| stat.pid)
             .collect();
-        let mut ports: Vec<u16> = inspect::connections(&pids)
+        let mut ports: Vec<(std::net::IpAddr, u16)> = inspect::connections(&pids)
             .into_iter()
             .filter(|c| server_port.is_none_or(|p| c.remote_port == p))
-            .map(|c| c.local_port)
+            .map(|c| (c.local_address, c.local_port))
             .collect();
         ports.sort_unstable();
         ports.dedup();
@@ -167,9 +168,7 @@ impl Running {
     /// After the command exited (or was stopped): whatever is left in the group is killed,
     /// the output read to its end, and the last stderr lines returned (masked).
     pub async fn finish(mut self) -> Vec<String> {
-        // SAFETY: killpg only sends a signal to the group startgate created; an empty group
-        // makes it fail harmlessly with ESRCH.
-        unsafe { libc::killpg(self.pgid, libc::SIGKILL) };
+        self.signal(libc::SIGKILL);
         for pump in [self.stdout.take(), self.stderr.take()]
             .into_iter()
             .flatten()
@@ -184,6 +183,16 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         tail.finish();
         tail.lines()
+    }
+}
+
+impl Drop for Running {
+    /// `kill_on_drop` reaches the guard alone; the group goes too, so a dropped run (a panic,
+    /// a cancelled future) leaves nothing behind.
+    fn drop(&mut self) {
+        // SAFETY: killpg only sends a signal to the group startgate created; an empty group
+        // makes it fail harmlessly with ESRCH.
+        unsafe { libc::killpg(self.pgid, libc::SIGKILL) };
     }
 }
 

@@ -62,7 +62,8 @@ struct Arguments {
 
 fn parse(args: &[OsString]) -> Option<Arguments> {
     let (parent, rest) = args.split_first()?;
-    let parent = parent.to_str()?.parse().ok().filter(|p| *p > 1)?;
+    // startgate may be PID 1 (a container's entrypoint, an init container).
+    let parent = parent.to_str()?.parse().ok().filter(|p| *p > 0)?;
     let (dash, rest) = rest.split_first()?;
     if dash != "--" {
         return None;
@@ -146,7 +147,7 @@ mod tests {
             &["42", "sh"][..],
             &["42", "--"][..],
             &["x", "--", "sh"][..],
-            &["1", "--", "sh"][..],
+            &["0", "--", "sh"][..],
             &["-5", "--", "sh"][..],
         ] {
             assert_eq!(parse(&args(bad)), None, "{bad:?}");

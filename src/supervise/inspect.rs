@@ -164,7 +164,9 @@ fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     pub inode: u64,
-    /// This side's port: what a server sees as the client's port (`pg_stat_activity.client_port`).
+    /// This side's address and port: what a server sees as the client's
+    /// (`pg_stat_activity.client_addr`, `client_port`) when no NAT lies between.
+    pub local_address: IpAddr,
     pub local_port: u16,
     pub remote_port: u16,
 }
@@ -176,6 +178,7 @@ pub fn parse_connections(text: &str) -> Vec<Connection> {
         .filter(|row| row.state == TCP_ESTABLISHED)
         .map(|row| Connection {
             inode: row.inode,
+            local_address: row.local.0.to_canonical(),
             local_port: row.local.1,
             remote_port: row.remote.1,
         })
@@ -906,6 +909,7 @@ mod tests {
             connections_in(root, &[20, 21]),
             vec![Connection {
                 inode: 503,
+                local_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 local_port: 8000,
                 remote_port: 53924,
             }]

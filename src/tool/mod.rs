@@ -24,7 +24,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::alembic::{self, Comparison, Graph, Target};
-use crate::backend::{Backend, CommandLimits, CommandRun, CommandSession, CommandSessions};
+use crate::backend::{
+    Backend, CommandLimits, CommandRun, CommandSession, CommandSessions, LockKey,
+};
 use crate::config::{AlembicMode, Settings};
 use crate::duration::HumanDuration;
 use crate::exit::Error;
@@ -80,6 +82,12 @@ pub enum CommandError {
         terminated: Vec<String>,
         stderr: Vec<String>,
     },
+    #[error(
+        "the migrate command was not run: startgate's session no longer holds the migration \
+         lock, so DATABASE_URL goes through a transaction-mode pooler (PgBouncer, Supabase port \
+         6543, Neon -pooler): set STARTGATE_DATABASE_URL to a direct connection"
+    )]
+    LockLost,
     #[error("the migrate command `{command}` was stopped by {}{}", .stop.name(), sessions_text(.terminated))]
     Interrupted {
         command: String,
@@ -92,6 +100,8 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Interrupted { stop, .. } => stop.exit_code(),
+            // The URL is wrong for migrating: a configuration error.
+            CommandError::LockLost => crate::exit::code::USAGE,
             _ => crate::exit::code::MIGRATION_FAILED,
         }
     }
@@ -100,14 +110,6 @@ impl CommandError {
         match self {
             CommandError::Interrupted { stop, .. } => Some(*stop),
             _ => None,
-        }
-    }
-
-    /// The command's last stderr lines, for `/status`.
-    pub fn stderr(&self) -> &[String] {
-        match self {
-            CommandError::Failed { stderr, .. } | CommandError::TimedOut { stderr, .. } => stderr,
-            _ => &[],
         }
     }
 }
@@ -149,12 +151,12 @@ pub fn prepare(settings: &Settings) -> Result<Option<Tool>, Error> {
                 .map_err(|e| Error::Internal(format!("cannot read the working directory: {e}")))?;
             let env = std::env::var("ALEMBIC_CONFIG").ok();
             let found = alembic::project::discover(&command, env.as_deref(), &cwd)
-                .map_err(|e| alembic_problem(&e.to_string()))?;
+                .map_err(|e| alembic_problem(&e))?;
             match found {
                 None => None,
                 Some(project) => {
-                    let graph = alembic::project::load(&project)
-                        .map_err(|e| alembic_problem(&e.to_string()))?;
+                    let graph =
+                        alembic::project::load(&project).map_err(|e| alembic_problem(&e))?;
                     Some(AlembicProject {
                         config: project.config.display().to_string(),
                         graph,
@@ -184,9 +186,20 @@ pub fn prepare(settings: &Settings) -> Result<Option<Tool>, Error> {
     }))
 }
 
-fn alembic_problem(problem: &str) -> Error {
+/// A problem with the Alembic project, with its causes (an unreadable file says why), as
+/// exit 2.
+fn alembic_problem(problem: &dyn std::error::Error) -> Error {
+    let mut text = problem.to_string();
+    let mut cause = problem.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        cause = e.source();
+    }
     Error::Usage(format!(
-        "Alembic awareness: {problem} (set STARTGATE_ALEMBIC=off to run the command without it)"
+        "Alembic awareness: {text} (set STARTGATE_ALEMBIC=off to run the command without it)"
     ))
 }
 
@@ -330,7 +343,11 @@ pub fn report(
     (
         crate::report::CommandJson {
             command: redact::mask(&tool.command).into_owned(),
-            next: if assessment.run { "run" } else { "skip" },
+            next: match (assessment.run, &tool.alembic, &tool.fingerprint) {
+                (false, _, _) => "skip",
+                (true, None, None) => "always",
+                (true, _, _) => "run",
+            },
             detail: assessment.detail,
             alembic,
         },
@@ -342,9 +359,20 @@ fn join(set: &BTreeSet<String>) -> String {
     set.iter().cloned().collect::<Vec<_>>().join(", ")
 }
 
-/// A run id for the command's application name: unique enough among the replicas of a
-/// deploy (pid and time), short enough for PostgreSQL's 63-byte limit.
-pub fn run_id() -> String {
+/// The command's application name, `startgate-migrate/<run id>`: the run id starts with the
+/// migration lock's key (so that cleaning up after an earlier run never touches another app's
+/// command, which migrates under another key) and ends with a part unique among the replicas
+/// of a deploy (host, pid and time); 43 bytes, within PostgreSQL's 63.
+pub fn application_name(key: LockKey) -> String {
+    format!("{}{}", leftover_prefix(key), run_id())
+}
+
+/// What the application names of every run of the command under `key` start with.
+pub fn leftover_prefix(key: LockKey) -> String {
+    format!("{APP_PREFIX}{:016x}-", key.0 as u64)
+}
+
+fn run_id() -> String {
     use sha2::{Digest, Sha256};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -360,9 +388,13 @@ pub fn run_id() -> String {
 
 /// Terminates, under the lock, the sessions an earlier run's command left (its startgate
 /// died on a node that vanished, say): they may hold locks the new run needs.
-pub async fn end_leftovers<B: Backend>(db: &mut B, application_name: &str) -> Result<(), Error> {
+pub async fn end_leftovers<B: Backend>(
+    db: &mut B,
+    key: LockKey,
+    application_name: &str,
+) -> Result<(), Error> {
     for session in db
-        .terminate_leftover_sessions(APP_PREFIX, application_name)
+        .terminate_leftover_sessions(&leftover_prefix(key), application_name)
         .await?
     {
         tracing::warn!(
@@ -386,9 +418,13 @@ pub async fn run<B: Backend>(
     db: &mut B,
     tool: &Tool,
     settings: &Settings,
+    key: LockKey,
     application_name: &str,
     stop: &StopToken,
 ) -> Result<Ran, Error> {
+    if !db.holds_lock(key).await? {
+        return Err(CommandError::LockLost.into());
+    }
     let env = environment(db, settings, application_name);
     let started = Instant::now();
     tracing::info!(
@@ -499,8 +535,8 @@ fn environment<B: Backend>(
 /// What is known of a running command's sessions.
 struct Watch<'a> {
     application_name: &'a str,
-    /// Every client port the command's group was seen with.
-    ports: BTreeSet<u16>,
+    /// Every client address and port the command's group was seen with.
+    ports: BTreeSet<(std::net::IpAddr, u16)>,
     /// Sessions already warned about.
     warned: BTreeSet<i64>,
     statement_timeout: Duration,
@@ -516,7 +552,7 @@ impl<'a> Watch<'a> {
         }
     }
 
-    fn which(&self, ports: &'a [u16], age: Duration) -> CommandSessions<'a> {
+    fn which(&self, ports: &'a [(std::net::IpAddr, u16)], age: Duration) -> CommandSessions<'a> {
         CommandSessions {
             application_name: self.application_name,
             client_ports: ports,
@@ -528,7 +564,7 @@ impl<'a> Watch<'a> {
     /// timeouts: one that ignored `PGAPPNAME` (and so, most likely, `PGOPTIONS`), or one whose
     /// statement has outlived `statement_timeout`.
     async fn look<B: Backend>(&mut self, db: &mut B, age: Duration) {
-        let ports: Vec<u16> = self.ports.iter().copied().collect();
+        let ports: Vec<(std::net::IpAddr, u16)> = self.ports.iter().copied().collect();
         let sessions = match db.command_sessions(&self.which(&ports, age)).await {
             Ok(sessions) => sessions,
             Err(e) => {
@@ -582,7 +618,7 @@ async fn halt<B: Backend>(
     settings: &Settings,
     age: Duration,
 ) -> Vec<String> {
-    let ports: Vec<u16> = watch.ports.iter().copied().collect();
+    let ports: Vec<(std::net::IpAddr, u16)> = watch.ports.iter().copied().collect();
     let which = watch.which(&ports, age + settings.kill_grace);
     running.signal(libc::SIGTERM);
     let mut ended = terminate(db, &which).await;

@@ -23,15 +23,12 @@ use crate::redact;
 /// How much of a session's query is shown.
 const QUERY_CHARS: usize = 100;
 
-/// The columns of a [`CommandSession`], in its field order.
+/// The columns of a [`CommandSession`], in its field order. The query is read longer than it
+/// is shown, so that a password it holds is masked before the text is cut (a cut password
+/// would no longer match the mask).
 const SESSION_COLUMNS: &str = "pid, coalesce(application_name, ''), coalesce(state, ''), \
      CASE WHEN state = 'active' THEN (extract(epoch FROM clock_timestamp() - query_start) * 1000)::bigint END, \
-     left(coalesce(query, ''), 100)";
-
-/// Terminates the row's session. In the select list, never in `WHERE`: the server may
-/// evaluate a `WHERE` clause's conditions in any order, and would end sessions the other
-/// conditions exclude (startgate's own among them).
-const TERMINATE: &str = "pg_terminate_backend(pid)";
+     left(coalesce(query, ''), 1000)";
 
 /// The command table beside the history table: `<schema>.<table>_commands`.
 pub(super) fn commands_table(history: &HistoryTable) -> HistoryTable {
@@ -71,8 +68,17 @@ fn sessions_filter(which: &CommandSessions<'_>) -> String {
     let ports = if which.client_ports.is_empty() {
         "false".to_string()
     } else {
-        let list: Vec<String> = which.client_ports.iter().map(u16::to_string).collect();
-        format!("client_port IN ({})", list.join(", "))
+        let list: Vec<String> = which
+            .client_ports
+            .iter()
+            .map(|(address, port)| {
+                format!(
+                    "(client_addr = {}::inet AND client_port = {port})",
+                    quote_literal(&address.to_string())
+                )
+            })
+            .collect();
+        list.join(" OR ")
     };
     // A second of margin for the clocks of startgate's host and the server's.
     let within = millis(which.started_within.saturating_add(Duration::from_secs(1)));
@@ -87,13 +93,13 @@ fn sessions_filter(which: &CommandSessions<'_>) -> String {
 
 fn decode_session(row: &PgRow) -> Result<CommandSession, sqlx::Error> {
     let query: String = row.try_get(4)?;
-    let query: String = query.chars().take(QUERY_CHARS).collect();
+    let query: String = redact::mask(&query).chars().take(QUERY_CHARS).collect();
     Ok(CommandSession {
         pid: i64::from(row.try_get::<i32, _>(0)?),
         application_name: row.try_get(1)?,
         state: row.try_get(2)?,
         running_ms: row.try_get(3)?,
-        query: crate::backend::one_line(&redact::mask(&query)),
+        query: crate::backend::one_line(&query),
     })
 }
 
@@ -142,21 +148,26 @@ impl Postgres {
             .map_err(|e| query_error(what, &e))
     }
 
-    /// Runs a query of [`SESSION_COLUMNS`] and [`TERMINATE`]; the sessions it ended.
-    async fn terminated(
+    /// Finds sessions with `sql` (a query of [`SESSION_COLUMNS`]), then terminates them one
+    /// by one: a session startgate's role may not signal is named in the log and skipped, not
+    /// allowed to stop the others from being ended. One call per pid also keeps the terminate
+    /// out of any `WHERE` clause, whose conditions the server may evaluate in any order.
+    async fn terminate_found(
         &mut self,
         sql: &str,
         what: &str,
     ) -> Result<Vec<CommandSession>, BackendError> {
-        let rows = sqlx::raw_sql(sql)
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| query_error(what, &e))?;
         let mut ended = Vec::new();
-        for row in &rows {
-            let done: bool = row.try_get(5).map_err(|e| query_error(what, &e))?;
-            if done {
-                ended.push(decode_session(row).map_err(|e| query_error(what, &e))?);
+        for session in self.sessions(sql, what).await? {
+            let call = format!("SELECT pg_terminate_backend({})", session.pid);
+            match sqlx::raw_sql(&call).fetch_one(&mut self.conn).await {
+                Ok(row) if row.try_get::<bool, _>(0).unwrap_or(false) => ended.push(session),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    pid = session.pid,
+                    "could not terminate session {session}: {}",
+                    describe(&e)
+                ),
             }
         }
         Ok(ended)
@@ -179,10 +190,10 @@ impl Postgres {
         which: &CommandSessions<'_>,
     ) -> Result<Vec<CommandSession>, BackendError> {
         let sql = format!(
-            "SELECT {SESSION_COLUMNS}, {TERMINATE} FROM pg_stat_activity WHERE {} ORDER BY pid",
+            "SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE {} ORDER BY pid",
             sessions_filter(which)
         );
-        self.terminated(&sql, "terminating the migrate command's sessions")
+        self.terminate_found(&sql, "terminating the migrate command's sessions")
             .await
     }
 
@@ -192,14 +203,14 @@ impl Postgres {
         ours: &str,
     ) -> Result<Vec<CommandSession>, BackendError> {
         let sql = format!(
-            "SELECT {SESSION_COLUMNS}, {TERMINATE} FROM pg_stat_activity \
+            "SELECT {SESSION_COLUMNS} FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
              AND left(application_name, {}) = {} AND application_name <> {} ORDER BY pid",
             prefix.chars().count(),
             quote_literal(prefix),
             quote_literal(ours)
         );
-        self.sessions(
+        self.terminate_found(
             &sql,
             "terminating sessions left by an earlier migrate command",
         )
@@ -293,14 +304,23 @@ mod tests {
     fn the_session_filter_quotes_the_name_and_lists_ports() {
         let filter = sessions_filter(&CommandSessions {
             application_name: "startgate-migrate/ab'c",
-            client_ports: &[40123, 40124],
+            client_ports: &[
+                ("127.0.0.1".parse().expect("ip"), 40123),
+                ("::1".parse().expect("ip"), 40124),
+            ],
             started_within: Duration::from_millis(1500),
         });
         assert!(
             filter.contains("application_name = 'startgate-migrate/ab''c'"),
             "{filter}"
         );
-        assert!(filter.contains("client_port IN (40123, 40124)"), "{filter}");
+        assert!(
+            filter.contains(
+                "(client_addr = '127.0.0.1'::inet AND client_port = 40123) OR \
+                 (client_addr = '::1'::inet AND client_port = 40124)"
+            ),
+            "{filter}"
+        );
         assert!(filter.contains("interval '2500 milliseconds'"), "{filter}");
         let none = sessions_filter(&CommandSessions {
             application_name: "x",

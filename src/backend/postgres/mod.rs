@@ -577,6 +577,15 @@ impl Backend for Postgres {
         .await
     }
 
+    async fn holds_lock(&mut self, key: LockKey) -> Result<bool, BackendError> {
+        let what = "checking that this session holds the migration lock";
+        let row = sqlx::raw_sql(&head_select(key))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| query_error(what, &e))?;
+        row.try_get::<bool, _>(0).map_err(|e| query_error(what, &e))
+    }
+
     async fn read_alembic_versions(
         &mut self,
         table: &str,
