@@ -425,3 +425,36 @@ fn a_missing_fingerprint_path_is_exit_2_before_the_database_is_touched() {
     assert!(messages.contains("prisma/migrations"), "{messages}");
     assert!(!messages.contains("connection refused"), "{messages}");
 }
+
+#[test]
+fn the_command_runs_after_the_sql_files_with_the_direct_url_as_database_url() {
+    let db = TestDb::new("cmd_order");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).expect("dir");
+    std::fs::write(
+        migrations.join("0001_flags.sql"),
+        "CREATE TABLE feature_flags (name text PRIMARY KEY);",
+    )
+    .expect("write");
+    // The app's URL goes through a pooler that is not there; the command must get the direct
+    // one, and find the table the SQL file created.
+    let out = common::startgate_in(
+        dir.path(),
+        &["init"],
+        &[
+            ("DATABASE_URL", "postgres://app@127.0.0.1:1/pooled"),
+            ("STARTGATE_DATABASE_URL", db.url.as_str()),
+            (
+                "STARTGATE_MIGRATE_COMMAND",
+                "psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c \"INSERT INTO feature_flags VALUES ('from_the_command')\"",
+            ),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        scalar(&db, "SELECT string_agg(name, ',') FROM feature_flags"),
+        Some("from_the_command".to_string())
+    );
+}
