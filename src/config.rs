@@ -257,12 +257,14 @@ pub const SETTINGS: &[SettingDoc] = &[
     doc(
         ENV_LOCK_TIMEOUT,
         "10s",
-        "PostgreSQL lock_timeout for every migration statement (0 disables it)",
+        "PostgreSQL lock_timeout for every migration statement (0 disables it); on SQLite, \
+         how long to wait for another writer (busy_timeout)",
     ),
     doc(
         ENV_STATEMENT_TIMEOUT,
         "10m",
-        "PostgreSQL statement_timeout for every migration statement (0 disables it)",
+        "PostgreSQL statement_timeout for every migration statement (0 disables it); does not \
+         apply to SQLite, where only the wall-clock limit does",
     ),
     doc(
         ENV_MIGRATION_TIMEOUT,
@@ -1359,6 +1361,21 @@ fn parse(
         parse_alembic_version_table,
     );
     let history_table = r.parse_or(ENV_HISTORY_TABLE, d.history_table, parse_history_table);
+    // SQLite has no schemas: its backend takes `public` (the default) and `main` (SQLite's own
+    // name for the database) as no schema at all, and nothing else.
+    if let Some(url) = direct_database_url.as_ref().or(database_url.as_ref())
+        && url.backend() == crate::dburl::Backend::Sqlite
+        && !matches!(history_table.schema.as_str(), "public" | "main")
+    {
+        r.errors.push(ConfigError::Invalid {
+            name: ENV_HISTORY_TABLE.to_string(),
+            value: Some(format!("{}.{}", history_table.schema, history_table.table)),
+            problem: format!(
+                "SQLite has no schemas: name the table alone (e.g. {})",
+                history_table.table
+            ),
+        });
+    }
 
     let db_wait_timeout = r.duration(ENV_DB_WAIT_TIMEOUT, d.db_wait_timeout, Bound::ZeroAllowed);
     let lock_wait_timeout = r.duration(
@@ -2179,6 +2196,29 @@ mod tests {
             "postgres://app@db/app"
         );
         assert_eq!(s.status_token, None);
+    }
+
+    #[test]
+    fn a_sqlite_history_table_has_no_schema() {
+        let s = ok(&[
+            ("DATABASE_URL", "sqlite://app.db"),
+            (ENV_HISTORY_TABLE, "main.history"),
+        ]);
+        assert_eq!(s.history_table.table, "history");
+        let err = error_text(&[
+            ("DATABASE_URL", "sqlite://app.db"),
+            (ENV_HISTORY_TABLE, "ops.history"),
+        ]);
+        assert!(
+            err.contains(
+                r#"STARTGATE_HISTORY_TABLE="ops.history": SQLite has no schemas: name the table alone (e.g. history)"#
+            ),
+            "{err}"
+        );
+        ok(&[
+            ("DATABASE_URL", "postgres://app@db/app"),
+            (ENV_HISTORY_TABLE, "ops.history"),
+        ]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use crate::backend::postgres::Postgres;
+use crate::backend::sqlite::Sqlite;
 use crate::backend::{Backend, ForeignHistory, ForeignTool, HistoryWrite, LockKey, TableName};
 use crate::config::{BackupMode, Settings};
 use crate::dburl::{self, DatabaseUrl};
@@ -33,7 +34,7 @@ macro_rules! on_backend {
     ($url:expr, $body:ident ( $($arg:expr),* )) => {
         match $url.backend() {
             dburl::Backend::Postgres => $body::<Postgres>($($arg),*).await,
-            dburl::Backend::Sqlite => Err(sqlite_not_yet()),
+            dburl::Backend::Sqlite => $body::<Sqlite>($($arg),*).await,
         }
     };
 }
@@ -1279,12 +1280,6 @@ fn database_url(settings: &Settings) -> Result<&DatabaseUrl, Error> {
     settings
         .migration_database_url()
         .map_err(|e| Error::Usage(e.to_string()))
-}
-
-fn sqlite_not_yet() -> Error {
-    Error::Usage(
-        "sqlite:// URLs are not supported by this build yet; use a postgres:// URL".to_string(),
-    )
 }
 
 /// The migration files, being read on a blocking thread.

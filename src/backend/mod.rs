@@ -1,6 +1,7 @@
 //! The backend seam: everything engine-specific (connecting, the history table, the lock,
 //! executing statements with timeouts, the catalog, backups) sits behind [`Backend`], with one
-//! implementation per engine ([`postgres`] now; SQLite and others later).
+//! implementation per engine ([`postgres`], [`sqlite`]). [`foreign`] reads other migration
+//! tools' histories for every engine.
 //!
 //! Architecture invariant: nothing outside this module writes engine-specific SQL or imports
 //! sqlx. The planner, the phase machine and the orchestration (`crate::run`) only see the trait
@@ -9,7 +10,9 @@
 //! The orchestration is generic over `B: Backend` and runs on one task, so the trait uses plain
 //! `async fn` (no `Send` bound is needed, and none is promised).
 
+pub mod foreign;
 pub mod postgres;
+pub mod sqlite;
 
 use std::fmt;
 use std::time::Duration;

@@ -9,6 +9,11 @@
 //! hand-written scanner that mirrors psql's rules token by token, including the odd corners
 //! (psql reading the file line by line, numbers that swallow a following identifier, the
 //! `BEGIN ATOMIC` heuristic), with `standard_conforming_strings` on as on every supported server.
+//! One addition for SQLite, whose files go through the same splitter: the body of
+//! `CREATE [TEMP|TEMPORARY] TRIGGER … BEGIN …; END` is balanced the same way as a `BEGIN ATOMIC`
+//! body (SQLite's own `sqlite3_complete` keeps a trigger whole too). PostgreSQL's `CREATE
+//! TRIGGER` has no body, so this changes nothing there unless an unquoted identifier of the
+//! trigger (its name, table or function) is spelt `begin`, which would have to be quoted.
 //! What it leaves out is psql's own command language: a `\` outside quotes is an ordinary
 //! character here, not a meta-command (so `\;` does not glue statements together), and
 //! `:name` is not a variable. Migrations are sent to the server, which knows neither.
@@ -188,6 +193,9 @@ struct StatementState {
     /// `create`, `function`, `procedure`, `or`, `replace`, and 0 otherwise. This is how psql
     /// recognises `CREATE [OR REPLACE] {FUNCTION|PROCEDURE}` without a parser.
     identifiers: [u8; 4],
+    /// SQLite's `CREATE [TEMP|TEMPORARY] TRIGGER` so far: `Some(true)` once seen, `None` while
+    /// the first identifiers may still make one, `Some(false)` once they cannot.
+    trigger: Option<bool>,
 }
 
 impl StatementState {
@@ -226,9 +234,16 @@ impl StatementState {
         {
             *slot = first.to_ascii_lowercase();
         }
+        if self.trigger.is_none() {
+            self.trigger = match (self.identifier_count, word.to_ascii_lowercase().as_slice()) {
+                (0, b"create") | (1, b"temp" | b"temporary") => None,
+                (1 | 2, b"trigger") => Some(true),
+                _ => Some(false),
+            };
+        }
         self.identifier_count = self.identifier_count.saturating_add(1);
 
-        if self.in_routine_definition() {
+        if self.in_routine_definition() || self.trigger == Some(true) {
             if is(b"begin") {
                 self.begin_depth = self.begin_depth.saturating_add(1);
             } else if is(b"case") {
@@ -1199,6 +1214,58 @@ mod tests {
             &[
                 (1, "CREATE TABLE begin_log(a int)"),
                 (1, "CREATE TABLE x(a int)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn sqlite_trigger_bodies() {
+        check(
+            "CREATE TRIGGER t_touch AFTER UPDATE ON t FOR EACH ROW\nBEGIN\n  UPDATE t SET n = n + 1 WHERE id = NEW.id;\n  INSERT INTO log VALUES (CASE WHEN NEW.n > 1 THEN 'many' ELSE 'one' END);\nEND;\nSELECT 1;",
+            &[
+                (
+                    1,
+                    "CREATE TRIGGER t_touch AFTER UPDATE ON t FOR EACH ROW\nBEGIN\n  UPDATE t SET n = n + 1 WHERE id = NEW.id;\n  INSERT INTO log VALUES (CASE WHEN NEW.n > 1 THEN 'many' ELSE 'one' END);\nEND",
+                ),
+                (6, "SELECT 1"),
+            ],
+        );
+        check(
+            "create temp trigger if not exists x before delete on t when old.id > 0 begin delete from u; end; select 2;",
+            &[
+                (
+                    1,
+                    "create temp trigger if not exists x before delete on t when old.id > 0 begin delete from u; end",
+                ),
+                (1, "select 2"),
+            ],
+        );
+        check(
+            "CREATE TEMPORARY TRIGGER x AFTER INSERT ON t BEGIN SELECT 1; END;",
+            &[(
+                1,
+                "CREATE TEMPORARY TRIGGER x AFTER INSERT ON t BEGIN SELECT 1; END",
+            )],
+        );
+        // PostgreSQL's trigger has no body; the words are not a trigger elsewhere.
+        check(
+            "CREATE TRIGGER t BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch(); BEGIN; SELECT 1;",
+            &[
+                (
+                    1,
+                    "CREATE TRIGGER t BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch()",
+                ),
+                (1, "BEGIN"),
+                (1, "SELECT 1"),
+            ],
+        );
+        check(
+            "CREATE TABLE trigger (a int); BEGIN; DROP TRIGGER x; END;",
+            &[
+                (1, "CREATE TABLE trigger (a int)"),
+                (1, "BEGIN"),
+                (1, "DROP TRIGGER x"),
+                (1, "END"),
             ],
         );
     }

@@ -1,5 +1,6 @@
 //! Other migration tools' history tables, read for `startgate baseline --from TOOL`, as each tool
-//! writes them (found through the session's `search_path`, as the tools find them):
+//! writes them (found through the session's `search_path`, as the tools find them). The rows
+//! are read as text here and understood in [`crate::backend::foreign`]:
 //!
 //! - sqlx: `_sqlx_migrations(version bigint, description, installed_on, success bool, checksum,
 //!   execution_time)`, one row per version; `success = false` is a failed migration.
@@ -14,8 +15,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use super::{describe, sqlstate, sqlstate_of};
+use crate::backend::foreign::{ForeignRow, interpret, truthy};
 use crate::backend::{BackendError, ForeignHistory, ForeignTool};
-use crate::migrate::Version;
 
 fn query_error(tool: ForeignTool, e: &sqlx::Error) -> BackendError {
     if tool == ForeignTool::GolangMigrate
@@ -41,25 +42,12 @@ fn query_error(tool: ForeignTool, e: &sqlx::Error) -> BackendError {
     }
 }
 
-fn bad(tool: ForeignTool, problem: String) -> BackendError {
-    BackendError::BadHistory {
-        table: tool.table().to_string(),
-        problem,
-    }
-}
-
-fn version(tool: ForeignTool, text: &str) -> Result<Version, BackendError> {
-    Version::parse(text.trim()).ok_or_else(|| {
-        bad(
-            tool,
-            format!("version {text:?} is not digits with optional dots"),
-        )
-    })
-}
-
 fn text(row: &PgRow, i: usize, tool: ForeignTool) -> Result<Option<String>, BackendError> {
     row.try_get::<Option<String>, _>(i)
-        .map_err(|e| bad(tool, describe(&e)))
+        .map_err(|e| BackendError::BadHistory {
+            table: tool.table().to_string(),
+            problem: describe(&e),
+        })
 }
 
 pub async fn read(
@@ -86,59 +74,15 @@ pub async fn read(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| query_error(tool, &e))?;
-
-    if tool == ForeignTool::GolangMigrate {
-        let [row] = rows.as_slice() else {
-            return Err(bad(
-                tool,
-                format!(
-                    "expected golang-migrate's single row, found {} rows (is this dbmate's table? use --from dbmate)",
-                    rows.len()
-                ),
-            ));
-        };
-        let current = text(row, 0, tool)?.unwrap_or_default();
-        let dirty = text(row, 1, tool)?.as_deref() == Some("true");
-        return Ok(ForeignHistory::Current {
-            version: version(tool, &current)?,
-            dirty,
-        });
-    }
-
-    // Rows in the order the tool wrote them: a later row for a version overrides an earlier
-    // one (Flyway's `DELETE` un-applies a version that `flyway repair` removed; a success after
-    // a failure means the version was fixed and applied).
-    let mut latest: Vec<(Version, Option<String>, bool)> = Vec::new();
-    let mut baseline = None;
-    for row in &rows {
-        let v = text(row, 0, tool)?.unwrap_or_default();
-        let success = text(row, 1, tool)?.as_deref() == Some("true");
-        let kind = text(row, 2, tool)?.unwrap_or_default();
-        let version = version(tool, &v)?;
-        if tool == ForeignTool::Flyway && kind == "BASELINE" {
-            baseline = Some(version);
-            continue;
-        }
-        let state = if tool == ForeignTool::Flyway && kind == "DELETE" {
-            None
-        } else {
-            Some(v)
-        };
-        latest.retain(|(seen, _, _)| *seen != version);
-        latest.push((version, state, success));
-    }
-    let mut applied = Vec::new();
-    let mut failed = Vec::new();
-    for (version, written, success) in latest {
-        match (written, success) {
-            (None, _) => {}
-            (Some(_), true) => applied.push(version),
-            (Some(text), false) => failed.push(text),
-        }
-    }
-    Ok(ForeignHistory::Versions {
-        applied,
-        failed,
-        baseline,
-    })
+    let rows = rows
+        .iter()
+        .map(|row| {
+            Ok(ForeignRow {
+                version: text(row, 0, tool)?,
+                flag: truthy(text(row, 1, tool)?.as_deref()),
+                kind: text(row, 2, tool)?,
+            })
+        })
+        .collect::<Result<Vec<_>, BackendError>>()?;
+    interpret(tool, &rows)
 }
