@@ -881,3 +881,44 @@ fn run_migrates_then_starts_the_app_and_exits_with_its_status() {
     let log = log_messages(&out.stderr);
     assert!(log.contains("applied 1 migration in"), "{log}");
 }
+
+/// The README's first command, in short: `startgate run` on a fresh SQLite file with the
+/// demo's migrations and the demo app reaches `ready`, then stops cleanly on SIGTERM.
+#[test]
+fn the_demo_runs_on_sqlite_to_ready() {
+    let db = Db::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/migrations");
+    let app = common::demo_app();
+    let port = common::free_port().to_string();
+    let probe = format!("http://127.0.0.1:{port}/health");
+    let backups = db.backups().display().to_string();
+    let mut sg = Running::start(
+        &["run", "--", app.as_str()],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            (
+                "STARTGATE_MIGRATIONS",
+                examples.to_str().expect("utf-8 path"),
+            ),
+            ("STARTGATE_BACKUP_DIR", backups.as_str()),
+            ("PORT", port.as_str()),
+            ("STARTGATE_PROBE", probe.as_str()),
+        ],
+    );
+    let endpoint = sg.endpoint();
+    common::wait_for_code(endpoint, "/readyz", 200, Duration::from_secs(30));
+    let (_, status) = common::get(endpoint, "/status", None);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["phase"], "ready");
+    assert_eq!(status["migrations"]["applied"], 3);
+    assert_eq!(status["database"]["backend"], "sqlite");
+    sg.signal(libc::SIGTERM);
+    let (code, _) = sg.finish();
+    assert_eq!(code, 143);
+    assert_eq!(db.history(), "0001:applied 0002:applied 0003:applied");
+    assert_eq!(
+        db.scalar("SELECT name FROM feature_flags WHERE enabled")
+            .as_deref(),
+        Some("new_checkout")
+    );
+}
