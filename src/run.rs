@@ -1473,7 +1473,10 @@ async fn connect<B: Backend>(
         info.url,
         info.server_version
             .as_deref()
-            .map(|v| format!(" (server {v})"))
+            .map(|v| match info.backend {
+                "sqlite" => format!(" (SQLite {v})"),
+                _ => format!(" (server {v})"),
+            })
             .unwrap_or_default()
     ));
     Ok(db)

@@ -163,7 +163,7 @@ fn applies_every_migration_then_a_rerun_applies_nothing() {
     assert!(log.contains("applied 3 migrations in"), "{log}");
     assert!(log.contains("now at version 0003"), "{log}");
     assert!(
-        log.contains("connected to sqlite://") && log.contains("(server 3."),
+        log.contains("connected to sqlite://") && log.contains("(SQLite 3."),
         "{log}"
     );
     assert!(
