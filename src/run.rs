@@ -43,6 +43,7 @@ macro_rules! on_backend {
 /// migrations) or 7 (inconsistent).
 pub async fn status(settings: &Settings, json: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
+    must_exist(url)?;
     let local = load_migrations(settings)?;
     let expectations = load_expectations(settings)?;
     let tool = crate::tool::prepare(settings)?;
@@ -702,6 +703,7 @@ async fn verify_phase<B: Backend>(
 /// `startgate verify`: the verifying phase alone; exit 0, or 8 listing every difference.
 pub async fn verify(settings: &Settings) -> Result<u8, Error> {
     let url = database_url(settings)?;
+    must_exist(url)?;
     let expectations = load_expectations(settings)?;
     let stop = listen_for_signals()?;
     let progress = Progress::new();
@@ -735,6 +737,7 @@ async fn verify_on<B: Backend>(
 /// `startgate schema [--json]`: prints the live schema snapshot.
 pub async fn schema(settings: &Settings, json: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
+    must_exist(url)?;
     let progress = Progress::new();
     let result = on_backend!(url, schema_on(settings, url, json, &progress));
     finish(&progress, &result);
@@ -888,6 +891,7 @@ async fn repair_on<B: Backend>(
 /// that session (its transaction is rolled back and the lock released).
 pub async fn unlock(settings: &Settings, force: bool) -> Result<u8, Error> {
     let url = database_url(settings)?;
+    must_exist(url)?;
     let stop = listen_for_signals()?;
     let progress = Progress::new();
     let result = on_backend!(url, unlock_on(settings, url, force, &stop, &progress));
@@ -1280,6 +1284,19 @@ fn database_url(settings: &Settings) -> Result<&DatabaseUrl, Error> {
     settings
         .migration_database_url()
         .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Commands that only read (`status`, `verify`, `schema`, `unlock`) create nothing: a SQLite
+/// file that does not exist is a mistyped path, exit 2 naming it, not an empty database.
+fn must_exist(url: &DatabaseUrl) -> Result<(), Error> {
+    match url.sqlite_path() {
+        Some(path) if !path.exists() => Err(Error::Usage(format!(
+            "the SQLite database {} does not exist (only init, run, backup, baseline and repair \
+             create it)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The migration files, being read on a blocking thread.

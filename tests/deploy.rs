@@ -1475,3 +1475,27 @@ fn the_dockerfile_builds_the_cargo_binary_into_a_runtime_without_a_compiler() {
         out.stdout, out.stderr
     );
 }
+
+#[test]
+fn each_container_gets_its_own_extra_env() {
+    let out = render(json!({
+        "extraEnv": [{"name": "SHARED", "value": "both"}],
+        "initContainer": {"extraEnv": [{"name": "STARTGATE_LOCK_TIMEOUT", "value": "3s"}]},
+        "sidecar": {"extraEnv": [{"name": "STARTGATE_PROBE", "value": "tcp://127.0.0.1:8000"}]},
+    }));
+    let spec = pod_spec(out.get("Deployment"));
+    let init = container(spec, "initContainers", "startgate-init");
+    let sidecar = container(spec, "initContainers", "startgate");
+    assert_eq!(env_value(init, "SHARED").as_deref(), Some("both"));
+    assert_eq!(env_value(sidecar, "SHARED").as_deref(), Some("both"));
+    assert_eq!(
+        env_value(init, "STARTGATE_LOCK_TIMEOUT").as_deref(),
+        Some("3s")
+    );
+    assert_eq!(env_value(sidecar, "STARTGATE_LOCK_TIMEOUT"), None);
+    assert_eq!(
+        env_value(sidecar, "STARTGATE_PROBE").as_deref(),
+        Some("tcp://127.0.0.1:8000")
+    );
+    assert_eq!(env_value(init, "STARTGATE_PROBE"), None);
+}

@@ -922,3 +922,45 @@ fn the_demo_runs_on_sqlite_to_ready() {
         Some("new_checkout")
     );
 }
+
+#[test]
+fn a_migration_that_leaves_a_dangling_foreign_key_is_rolled_back() {
+    let db = Db::new();
+    db.write(
+        "0001_tables.sql",
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n\
+         CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent (id));",
+    );
+    db.write(
+        "0002_orphan.sql",
+        "INSERT INTO parent (id) VALUES (1);\nINSERT INTO child (id, parent_id) VALUES (1, 42);",
+    );
+    let out = db.init(&[]);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    let log = log_messages(&out.stderr);
+    assert!(log.contains("foreign_key_check"), "{log}");
+    assert!(
+        log.contains("child row 1 references a missing parent row"),
+        "{log}"
+    );
+    assert_eq!(db.history(), "0001:applied");
+    assert_eq!(
+        db.scalar("SELECT CAST(count(*) AS TEXT) FROM parent")
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn status_on_a_missing_file_names_it_and_creates_nothing() {
+    let db = Db::new();
+    write_base(&db);
+    let out = db.startgate(&["status"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        log_messages(&out.stderr).contains(&format!("{} does not exist", db.path.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(!db.path.exists(), "status created the file");
+}

@@ -123,6 +123,11 @@ container and the hook Job: database, migrations, backups) or "watch" (the sidec
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- /* The container's own extras, after the shared ones (a later entry wins in Kubernetes). */}}
+{{- $own := ternary $v.initContainer.extraEnv $v.sidecar.extraEnv (eq .kind "init") }}
+{{- with $own }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* The volume mounts of the init container and the hook Job. Takes (dict "v"). */}}

@@ -1093,6 +1093,27 @@ impl Sqlite {
             .map(|_| ())
     }
 
+    /// `PRAGMA foreign_key_check`, as `table row N references parent` lines (at most 5).
+    async fn foreign_key_violations(&mut self) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::raw_sql("PRAGMA foreign_key_check")
+            .fetch_all(&mut self.conn)
+            .await?;
+        let mut found = Vec::new();
+        for row in rows.iter().take(5) {
+            let table: String = row.try_get(0)?;
+            let rowid: Option<i64> = row.try_get(1)?;
+            let parent: String = row.try_get(2)?;
+            found.push(match rowid {
+                Some(rowid) => format!("{table} row {rowid} references a missing {parent} row"),
+                None => format!("a {table} row references a missing {parent} row"),
+            });
+        }
+        if rows.len() > 5 {
+            found.push(format!("and {} more", rows.len() - 5));
+        }
+        Ok(found)
+    }
+
     async fn apply_in_transaction(
         &mut self,
         job: &ApplyJob<'_>,
@@ -1122,6 +1143,37 @@ impl Sqlite {
                     self.rollback_quietly().await;
                 }
                 return Err(statement_failure(e, i as u32, statement, job, 0));
+            }
+        }
+        // Foreign keys are off while migrating (a table rebuild needs that), so what the
+        // migration left dangling is checked before it commits, as SQLite's own procedure for
+        // changing a table does: a violation rolls the whole migration back.
+        match self.foreign_key_violations().await {
+            Ok(violations) if violations.is_empty() => {}
+            Ok(violations) => {
+                self.rollback_quietly().await;
+                return Err(ApplyFailure {
+                    kind: FailureKind::Statement,
+                    statement: None,
+                    line: None,
+                    position: None,
+                    sqlstate: Some("SQLITE_CONSTRAINT_FOREIGNKEY".to_string()),
+                    message: format!(
+                        "the migration leaves rows whose foreign keys point nowhere \
+                         (PRAGMA foreign_key_check): {}",
+                        violations.join("; ")
+                    ),
+                    blockers: Vec::new(),
+                    statements_done: 0,
+                });
+            }
+            Err(e) => {
+                self.rollback_quietly().await;
+                return Err(connection_failure(
+                    format!("checking foreign keys: {}", message_of(&e)),
+                    code_of(&e),
+                    0,
+                ));
             }
         }
         let elapsed = started.elapsed();
