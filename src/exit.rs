@@ -96,7 +96,9 @@ pub enum AppError {
     },
 }
 
-fn stderr_text(lines: &[String]) -> String {
+/// `; its last stderr lines:` and the lines, indented (or that it wrote nothing), for a
+/// message about a program that failed.
+pub fn stderr_text(lines: &[String]) -> String {
     match lines {
         [] => "; it wrote nothing to stderr".to_string(),
         lines => format!(

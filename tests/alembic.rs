@@ -183,23 +183,6 @@ fn exists(db: &TestDb, relation: &str) -> bool {
     scalar(db, &format!("SELECT to_regclass('{relation}')::text")).is_some()
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Server sessions in `db` whose query mentions `needle`.
-fn sessions_running(db: &TestDb, needle: &str) -> usize {
-    db.query(&format!(
-        "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid() AND query LIKE '%{needle}%'"
-    ))
-    .len()
-}
-
 #[test]
 fn startgate_applies_the_project_once_then_takes_the_fast_path_without_python() {
     let db = TestDb::new("sg_alembic_fast");
@@ -443,7 +426,7 @@ fn pg_sleep_past_the_migration_timeout_is_stopped_with_its_session() {
     );
     let messages = log_messages(&out.stderr);
     assert!(messages.contains("did not finish within 2s"), "{messages}");
-    assert_eq!(sessions_running(&db, "pg_sleep(600)"), 0);
+    assert_eq!(db.sessions_running("pg_sleep(600)"), 0);
 }
 
 #[test]
@@ -462,8 +445,8 @@ fn startgate_killed_with_sigkill_takes_alembic_with_it() {
             ("STARTGATE_MIGRATE_COMMAND", command.as_str()),
         ],
     );
-    wait_for("Alembic's session", LIMIT, || {
-        sessions_running(&db, "pg_sleep(600)") == 1
+    common::wait_for("Alembic's session", LIMIT, || {
+        db.sessions_running("pg_sleep(600)") == 1
     });
     let python: i32 = std::fs::read_to_string(&pidfile)
         .expect("pid file")
@@ -473,12 +456,12 @@ fn startgate_killed_with_sigkill_takes_alembic_with_it() {
     assert!(common::alive(python));
     sg.signal(libc::SIGKILL);
     let _ = sg.finish();
-    wait_for("Alembic's Python to die", Duration::from_secs(5), || {
+    common::wait_for("Alembic's Python to die", Duration::from_secs(5), || {
         !common::alive(python)
     });
     // Its connection closed with it: the server ends the statement.
-    wait_for("the server session to end", Duration::from_secs(15), || {
-        sessions_running(&db, "pg_sleep(600)") == 0
+    common::wait_for("the server session to end", Duration::from_secs(15), || {
+        db.sessions_running("pg_sleep(600)") == 0
     });
 }
 

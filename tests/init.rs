@@ -392,14 +392,6 @@ fn eight_replicas_at_once_apply_every_migration_exactly_once() {
     );
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_during_a_statement_cancels_it_rolls_back_releases_the_lock_and_exits_143() {
     let db = TestDb::new("init_sigterm");
@@ -422,7 +414,7 @@ fn sigterm_during_a_statement_cancels_it_rolls_back_releases_the_lock_and_exits_
         .expect("spawn startgate");
     let running = "SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' \
                    AND application_name LIKE 'startgate@%' AND state = 'active'";
-    wait_for("the long statement to run", Duration::from_secs(30), || {
+    common::wait_for("the long statement to run", Duration::from_secs(30), || {
         scalar(&db, running).as_deref() == Some("1")
     });
 
@@ -715,7 +707,7 @@ fn a_file_replaced_while_init_runs_is_not_run() {
     ];
     let out = std::thread::scope(|scope| {
         let run = scope.spawn(|| startgate(&["init"], &env, LIMIT));
-        wait_for("0002 to run", LIMIT, || {
+        common::wait_for("0002 to run", LIMIT, || {
             scalar(
                 &db,
                 "SELECT count(*)::text FROM pg_stat_activity \

@@ -29,30 +29,6 @@ fn init_with(db: &TestDb, dir: &Path, command: &str, extra: &[(&str, &str)]) -> 
     common::startgate_in(dir, &["init"], &env, LIMIT)
 }
 
-fn scalar(db: &TestDb, sql: &str) -> Option<String> {
-    db.query(sql)
-        .into_iter()
-        .next()
-        .and_then(|row| row.into_iter().next().flatten())
-}
-
-/// Server sessions in `db` whose query mentions `needle` (other than the asking one).
-fn sessions_running(db: &TestDb, needle: &str) -> usize {
-    db.query(&format!(
-        "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid() AND query LIKE '%{needle}%'"
-    ))
-    .len()
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_command_runs_under_the_lock_with_its_output_logged_and_its_run_recorded() {
     let db = TestDb::new("cmd_runs");
@@ -90,15 +66,11 @@ fn the_command_runs_under_the_lock_with_its_output_logged_and_its_run_recorded()
     assert!(log.contains("migrate command: ran in"), "{log}");
     // The run is recorded; the lock is free again.
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT count(*)::text FROM startgate_migrations_commands"
-        ),
+        db.scalar("SELECT count(*)::text FROM startgate_migrations_commands"),
         Some("1".to_string())
     );
     assert_eq!(
-        scalar(
-            &db,
+        db.scalar(
             "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
@@ -141,8 +113,7 @@ fn a_failing_command_is_exit_6_with_its_last_stderr_lines_and_no_password() {
     assert!(!written.contains("s3cr3t-pw"), "{written}");
     // Nothing recorded as a success.
     assert_eq!(
-        scalar(
-            &db,
+        db.scalar(
             "SELECT count(*)::text FROM pg_tables WHERE tablename = 'startgate_migrations_commands'"
         ),
         Some("0".to_string())
@@ -198,7 +169,7 @@ fn the_wall_clock_limit_stops_the_command_and_terminates_its_session() {
     );
     let messages = log_messages(&out.stderr);
     assert!(messages.contains("did not finish within 2s"), "{messages}");
-    assert_eq!(sessions_running(&db, "pg_sleep(600)"), 0);
+    assert_eq!(db.sessions_running("pg_sleep(600)"), 0);
 }
 
 #[test]
@@ -216,8 +187,8 @@ fn sigterm_stops_the_command_and_its_session_and_exits_143() {
         ],
     );
     sg.wait_for_line("running the migrate command");
-    wait_for("the command's session", LIMIT, || {
-        sessions_running(&db, "pg_sleep(600)") == 1
+    common::wait_for("the command's session", LIMIT, || {
+        db.sessions_running("pg_sleep(600)") == 1
     });
     let asked = Instant::now();
     sg.signal(libc::SIGTERM);
@@ -228,10 +199,9 @@ fn sigterm_stops_the_command_and_its_session_and_exits_143() {
         "{:?}",
         asked.elapsed()
     );
-    assert_eq!(sessions_running(&db, "pg_sleep(600)"), 0);
+    assert_eq!(db.sessions_running("pg_sleep(600)"), 0);
     assert_eq!(
-        scalar(
-            &db,
+        db.scalar(
             "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
@@ -260,8 +230,8 @@ fn sigkill_of_startgate_takes_the_command_with_it() {
         ],
     );
     sg.wait_for_line("running the migrate command");
-    wait_for("the command's session", LIMIT, || {
-        sessions_running(&db, "pg_sleep(600)") == 1
+    common::wait_for("the command's session", LIMIT, || {
+        db.sessions_running("pg_sleep(600)") == 1
     });
     let shell: i32 = std::fs::read_to_string(&pidfile)
         .expect("pid file")
@@ -271,12 +241,12 @@ fn sigkill_of_startgate_takes_the_command_with_it() {
     sg.signal(libc::SIGKILL);
     let (code, _) = sg.finish();
     assert_eq!(code, -1, "killed by a signal");
-    wait_for("the command's shell to die", Duration::from_secs(5), || {
+    common::wait_for("the command's shell to die", Duration::from_secs(5), || {
         !common::alive(shell)
     });
     // psql is gone too, so the server sees its connection close.
-    wait_for("the server session to end", Duration::from_secs(10), || {
-        sessions_running(&db, "pg_sleep(600)") == 0
+    common::wait_for("the server session to end", Duration::from_secs(10), || {
+        db.sessions_running("pg_sleep(600)") == 0
     });
 }
 
@@ -306,13 +276,12 @@ fn sessions_left_by_an_earlier_run_are_terminated_after_taking_the_lock() {
     );
     // pg_terminate_backend signals; the session goes a moment later.
     let left = || {
-        scalar(
-            &db,
+        db.scalar(
             "SELECT string_agg(application_name, ',') FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name LIKE 'startgate-migrate/%'",
         )
     };
-    wait_for(
+    common::wait_for(
         "the leftover session to end",
         Duration::from_secs(5),
         || left().as_deref() == Some("startgate-migrate/00000000000000ff-0123456789ab"),
@@ -399,10 +368,7 @@ fn a_fingerprinted_command_runs_once_then_only_when_a_file_changes() {
     assert_eq!(changed.code, 0, "{}", changed.stderr);
     assert_eq!(runs(), 2, "a new file: the command runs");
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT count(DISTINCT fingerprint)::text FROM startgate_migrations_commands"
-        ),
+        db.scalar("SELECT count(DISTINCT fingerprint)::text FROM startgate_migrations_commands"),
         Some("2".to_string())
     );
 }
@@ -454,7 +420,7 @@ fn the_command_runs_after_the_sql_files_with_the_direct_url_as_database_url() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
-        scalar(&db, "SELECT string_agg(name, ',') FROM feature_flags"),
+        db.scalar("SELECT string_agg(name, ',') FROM feature_flags"),
         Some("from_the_command".to_string())
     );
 }

@@ -29,7 +29,7 @@ use crate::backend::{
 };
 use crate::config::{AlembicMode, Settings};
 use crate::duration::HumanDuration;
-use crate::exit::Error;
+use crate::exit::{Error, stderr_text};
 use crate::redact;
 use crate::supervise::command::{self, Running};
 use crate::supervise::signals::{Stop, StopToken};
@@ -111,20 +111,6 @@ impl CommandError {
             CommandError::Interrupted { stop, .. } => Some(*stop),
             _ => None,
         }
-    }
-}
-
-fn stderr_text(lines: &[String]) -> String {
-    match lines {
-        [] => "; it wrote nothing to stderr".to_string(),
-        lines => format!(
-            "; its last stderr lines:\n{}",
-            lines
-                .iter()
-                .map(|l| format!("  {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
     }
 }
 

@@ -361,6 +361,35 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The first column of the first row, if any (NULL as `None`).
+    pub fn scalar(&self, sql: &str) -> Option<String> {
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+    }
+
+    /// Server sessions in this database, other than the asking one, whose query mentions
+    /// `needle`.
+    pub fn sessions_running(&self, needle: &str) -> usize {
+        self.query(&format!(
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND query LIKE '%{needle}%'"
+        ))
+        .len()
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(Ok(server)) = SERVER.get() {
