@@ -140,6 +140,7 @@ pub async fn take<B: Backend>(
     };
     tracing::info!(event = "backup.start", file = %path.display(), "backing up the schema to {}", path.display());
     let finished = async {
+        create_private(&partial)?;
         db.dump_schema(&partial, &limits, stop).await?;
         finish(&partial, &path)
     }
@@ -232,6 +233,22 @@ fn finish(partial: &Path, path: &Path) -> Result<(), BackupError> {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// Creates `path` empty with mode 0600 (it must not exist): the file every engine writes its
+/// dump into, never readable by others, whatever the umask.
+fn create_private(path: &Path) -> Result<(), DumpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|source| DumpError::Io {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// Writes `bytes` to `path` with mode 0600, through a temporary name and a rename.

@@ -11,6 +11,7 @@
 //! `async fn` (no `Send` bound is needed, and none is promised).
 
 pub mod foreign;
+pub mod history;
 pub mod postgres;
 pub mod sqlite;
 
@@ -221,8 +222,8 @@ pub trait Backend: Sized {
     /// The file extension of this engine's backups (`sql` for a PostgreSQL schema dump).
     fn backup_extension(&self) -> &'static str;
 
-    /// Writes a backup of the schema to `path` (which must not exist yet; it is created with
-    /// mode 0600). Bounded by `limits`; a stop request ends it.
+    /// Writes a backup of the schema into `path`, an empty file with mode 0600 that the
+    /// caller created (`crate::backup`). Bounded by `limits`; a stop request ends it.
     async fn dump_schema(
         &mut self,
         path: &std::path::Path,

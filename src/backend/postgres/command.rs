@@ -63,6 +63,14 @@ pub(super) fn pgoptions(limits: &CommandLimits, version_num: i32) -> String {
     options.join(" ")
 }
 
+/// The query of a command's sessions (their [`SESSION_COLUMNS`]).
+fn sessions_sql(which: &CommandSessions<'_>) -> String {
+    format!(
+        "SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE {} ORDER BY pid",
+        sessions_filter(which)
+    )
+}
+
 /// The `WHERE` clause for a command's sessions.
 fn sessions_filter(which: &CommandSessions<'_>) -> String {
     let ports = if which.client_ports.is_empty() {
@@ -177,24 +185,22 @@ impl Postgres {
         &mut self,
         which: &CommandSessions<'_>,
     ) -> Result<Vec<CommandSession>, BackendError> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE {} ORDER BY pid",
-            sessions_filter(which)
-        );
-        self.sessions(&sql, "looking up the migrate command's sessions")
-            .await
+        self.sessions(
+            &sessions_sql(which),
+            "looking up the migrate command's sessions",
+        )
+        .await
     }
 
     pub(super) async fn end_command_sessions(
         &mut self,
         which: &CommandSessions<'_>,
     ) -> Result<Vec<CommandSession>, BackendError> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE {} ORDER BY pid",
-            sessions_filter(which)
-        );
-        self.terminate_found(&sql, "terminating the migrate command's sessions")
-            .await
+        self.terminate_found(
+            &sessions_sql(which),
+            "terminating the migrate command's sessions",
+        )
+        .await
     }
 
     pub(super) async fn end_leftover_sessions(

@@ -10,7 +10,6 @@
 //!   `STARTGATE_BACKUP_TIMEOUT`, and the process group is stopped at that limit or on a signal.
 //! - Only the URL's parameters libpq knows are passed on (sqlx spells some differently).
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -89,10 +88,9 @@ pub async fn dump(
 ) -> Result<(), DumpError> {
     check_version(server_major, server_version, limits, stop).await?;
 
+    // The caller created it, empty and private (mode 0600).
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
-        .mode(0o600)
         .open(path)
         .map_err(|source| DumpError::Io {
             path: path.display().to_string(),

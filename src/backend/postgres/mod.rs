@@ -31,11 +31,11 @@ use super::{
     Applied, ApplyFailure, ApplyJob, Backend, BackendError, CommandLimits, CommandRun,
     CommandSession, CommandSessions, ConnectFailure, ConnectFailureKind, ConnectTarget,
     DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
-    LockHolder, LockKey, TableName,
+    LockHolder, LockKey, TableName, history,
 };
 use crate::config::HistoryTable;
 use crate::migrate::plan::ResumeReason;
-use crate::migrate::{HistoryRow, RowState, Statement, Version};
+use crate::migrate::{HistoryRow, RowState, Statement};
 use crate::redact;
 use crate::supervise::signals::StopToken;
 use exec::{Cancelled, StatementError};
@@ -1401,81 +1401,38 @@ pub(crate) fn utc(column: &str) -> String {
     format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
-/// Decodes a history row; `full` when the query named every column of `COLUMNS`, not only the
-/// first five (`read_history_brief`).
+/// Decodes a history row; `full` when the query named every column of
+/// [`history::COLUMNS`], not only the first five (`read_history_brief`).
 fn decode_row(row: &PgRow, table: &HistoryTable, full: bool) -> Result<HistoryRow, BackendError> {
-    const COLUMNS: [&str; 11] = [
-        "version",
-        "name",
-        "checksum",
-        "state",
-        "statements_done",
-        "applied_at",
-        "execution_ms",
-        "applied_by",
-        "error_sqlstate",
-        "error",
-        "repaired",
-    ];
+    let table = TableName(table).to_string();
     let bad = |problem: String| BackendError::BadHistory {
-        table: TableName(table).to_string(),
+        table: table.clone(),
         problem,
     };
-    let version_text: String = row
+    let version: String = row
         .try_get(0)
-        .map_err(|e| bad(column_problem(None, COLUMNS[0], &e)))?;
-    let at = Some(version_text.as_str());
+        .map_err(|e| bad(history::column_problem(None, 0, &e, describe)))?;
     macro_rules! get {
         ($i:expr) => {
             row.try_get($i)
-                .map_err(|e| bad(column_problem(at, COLUMNS[$i], &e)))?
+                .map_err(|e| bad(history::column_problem(Some(&version), $i, &e, describe)))?
         };
     }
-    let version = Version::parse(&version_text).ok_or_else(|| {
-        bad(format!(
-            "version {version_text:?} is not digits with optional dots"
-        ))
-    })?;
-    let state_text: String = get!(3);
-    let state = RowState::parse(&state_text).ok_or_else(|| {
-        bad(format!(
-            "version {version_text} has state {state_text:?} (expected running, failed or applied)"
-        ))
-    })?;
     let statements_done: i32 = get!(4);
-    Ok(HistoryRow {
-        version,
+    let raw = history::RawRow {
         name: get!(1),
         checksum: get!(2),
-        state,
-        statements_done: u32::try_from(statements_done).map_err(|_| {
-            bad(format!(
-                "version {version_text} has statements_done {statements_done}"
-            ))
-        })?,
+        state: get!(3),
+        statements_done: i64::from(statements_done),
         applied_at: if full { get!(5) } else { None },
         execution_ms: if full { get!(6) } else { None },
         applied_by: if full { get!(7) } else { None },
         error_sqlstate: if full { get!(8) } else { None },
         error: if full { get!(9) } else { None },
         repaired: if full { get!(10) } else { false },
-    })
-}
-
-/// What is wrong with one column of a history row, in an operator's words.
-fn column_problem(version: Option<&str>, column: &str, e: &sqlx::Error) -> String {
-    let what = match e {
-        sqlx::Error::ColumnDecode { source, .. }
-            if source.to_string().contains("unexpected null") =>
-        {
-            "is NULL".to_string()
-        }
-        other => format!("cannot be read: {}", describe(other)),
+        version,
     };
-    match version {
-        Some(v) => format!("version {v}: column {column} {what}"),
-        None => format!("column {column} {what}"),
-    }
+    raw.check(&table)
 }
 
 #[cfg(test)]

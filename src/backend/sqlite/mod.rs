@@ -62,10 +62,10 @@ use super::{
     Applied, ApplyFailure, ApplyJob, Backend, BackendError, CommandLimits, CommandRun,
     CommandSession, CommandSessions, ConnectFailure, ConnectFailureKind, ConnectTarget,
     DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
-    LockHolder, LockKey,
+    LockHolder, LockKey, history,
 };
 use crate::config::HistoryTable;
-use crate::migrate::{HistoryRow, RowState, Statement, Version};
+use crate::migrate::{HistoryRow, RowState, Statement};
 use crate::redact;
 use crate::supervise::signals::{Stop, StopToken};
 use lock::FileLock;
@@ -784,79 +784,34 @@ fn upsert_sql(table: &str) -> String {
 
 /// Decodes one history row (the columns of `read_history`).
 fn decode_row(row: &SqliteRow, table: &str) -> Result<HistoryRow, BackendError> {
-    const COLUMNS: [&str; 11] = [
-        "version",
-        "name",
-        "checksum",
-        "state",
-        "statements_done",
-        "applied_at",
-        "execution_ms",
-        "applied_by",
-        "error_sqlstate",
-        "error",
-        "repaired",
-    ];
     let bad = |problem: String| BackendError::BadHistory {
         table: table.to_string(),
         problem,
     };
-    let version_text: String = row
+    let version: String = row
         .try_get(0)
-        .map_err(|e| bad(column_problem(None, COLUMNS[0], &e)))?;
-    let at = Some(version_text.as_str());
+        .map_err(|e| bad(history::column_problem(None, 0, &e, describe)))?;
     macro_rules! get {
         ($i:expr) => {
             row.try_get($i)
-                .map_err(|e| bad(column_problem(at, COLUMNS[$i], &e)))?
+                .map_err(|e| bad(history::column_problem(Some(&version), $i, &e, describe)))?
         };
     }
-    let version = Version::parse(&version_text).ok_or_else(|| {
-        bad(format!(
-            "version {version_text:?} is not digits with optional dots"
-        ))
-    })?;
-    let state_text: String = get!(3);
-    let state = RowState::parse(&state_text).ok_or_else(|| {
-        bad(format!(
-            "version {version_text} has state {state_text:?} (expected running, failed or applied)"
-        ))
-    })?;
-    let statements_done: i64 = get!(4);
     let repaired: i64 = get!(10);
-    Ok(HistoryRow {
-        version,
+    let raw = history::RawRow {
         name: get!(1),
         checksum: get!(2),
-        state,
-        statements_done: u32::try_from(statements_done).map_err(|_| {
-            bad(format!(
-                "version {version_text} has statements_done {statements_done}"
-            ))
-        })?,
+        state: get!(3),
+        statements_done: get!(4),
         applied_at: get!(5),
         execution_ms: get!(6),
         applied_by: get!(7),
         error_sqlstate: get!(8),
         error: get!(9),
         repaired: repaired != 0,
-    })
-}
-
-/// What is wrong with one column of a history row, in an operator's words.
-fn column_problem(version: Option<&str>, column: &str, e: &sqlx::Error) -> String {
-    let what = match e {
-        sqlx::Error::ColumnDecode { source, .. }
-            if source.to_string().contains("unexpected null") =>
-        {
-            "is NULL".to_string()
-        }
-        other => format!("cannot be read: {}", describe(other)),
+        version,
     };
-    match version {
-        Some(v) => format!("version {v}: column {column} {what}"),
-        None => format!("column {column} {what}"),
-    }
+    raw.check(table)
 }
 
 fn connection_failure(message: String, code: Option<i32>, done: u32) -> ApplyFailure {
@@ -1323,25 +1278,15 @@ impl Sqlite {
         statement_failure(error, index, statement, job, done)
     }
 
-    /// `VACUUM INTO` a new file at `path`: a consistent copy of the whole database.
+    /// `VACUUM INTO` the empty file at `path`: a consistent copy of the whole database.
     async fn vacuum_into(
         &mut self,
         path: &Path,
         limits: &DumpLimits,
         stop: &StopToken,
     ) -> Result<(), DumpError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // The file is created empty with mode 0600 first (VACUUM INTO accepts an empty file
-        // and keeps its mode), so the copy is never readable by others, whatever the umask.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| DumpError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+        // The caller created the file empty with mode 0600; VACUUM INTO accepts an empty file
+        // and keeps its mode, so the copy is never readable by others.
         let Some(target) = path.to_str() else {
             return Err(DumpError::Query(format!(
                 "the backup path {} is not valid UTF-8, which VACUUM INTO needs",
