@@ -185,6 +185,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // Every task that matters has been awaited; an idle blocking-pool thread need not be
+    // woken and joined before the process exits (it costs a start half a millisecond).
+    runtime.shutdown_background();
     match result {
         Ok(status) => ExitCode::from(status),
         Err(e) => {

@@ -82,7 +82,7 @@ async fn status_on<B: Backend>(
             return Err(e.into());
         }
     };
-    let plan = match plan_files(local, &rows, settings, &mut Checked::new()) {
+    let plan = match plan_files(local, rows, settings, &mut Checked::new()) {
         Ok(plan) => plan,
         Err(e) => {
             db.close().await;
@@ -320,7 +320,7 @@ async fn init_steps<B: Backend>(
             .unwrap_or_default()
     };
     let mut checked = Checked::new();
-    let first = plan_files(local, &rows, settings, &mut checked)?;
+    let first = plan_files(local, rows, settings, &mut checked)?;
     learn_plan(progress, &first);
     let assessment = match tool {
         Some(tool) => Some(stoppable(stop, crate::tool::assess(db, tool, settings)).await?),
@@ -393,7 +393,8 @@ async fn locked_steps<B: Backend>(
     let rows = stoppable(stop, db.read_history(table))
         .await?
         .unwrap_or_default();
-    let plan = plan_files(local, &rows, settings, checked)?;
+    let no_rows = rows.is_empty();
+    let plan = plan_files(local, rows, settings, checked)?;
     learn_plan(progress, &plan);
     log_warnings(&plan);
     refuse_problems(&plan)?;
@@ -421,7 +422,7 @@ async fn locked_steps<B: Backend>(
         }
         // A first deploy: a dump of an empty database restores nothing.
         (BackupMode::Auto, false)
-            if rows.is_empty() && stoppable(stop, db.holds_nothing(table)).await? =>
+            if no_rows && stoppable(stop, db.holds_nothing(table)).await? =>
         {
             progress.skipped("the database holds no objects yet");
             None
@@ -1405,14 +1406,14 @@ type Checked = std::collections::BTreeSet<Version>;
 /// already checked by an earlier plan of the same run.
 fn plan_files(
     local: &Loaded,
-    rows: &[HistoryRow],
+    rows: Vec<HistoryRow>,
     settings: &Settings,
     checked: &mut Checked,
 ) -> Result<Plan, Error> {
     let migrations = &local.migrations;
     let mut problems = Vec::new();
     let mut unfinished = plan::Unfinished::new();
-    for index in plan::unfinished(migrations, rows) {
+    for index in plan::unfinished(migrations, &rows) {
         let m = &migrations[index];
         match source::read_statements(m) {
             Ok(statements) => {

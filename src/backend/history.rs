@@ -42,7 +42,7 @@ pub struct RawRow {
 
 impl RawRow {
     /// The row, or what is wrong with it; `table` names the table in the error.
-    pub fn check(self, table: &str) -> Result<HistoryRow, BackendError> {
+    pub fn check(self, table: &dyn std::fmt::Display) -> Result<HistoryRow, BackendError> {
         let bad = |problem: String| BackendError::BadHistory {
             table: table.to_string(),
             problem,
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn checks_version_state_and_count() {
-        assert!(raw("0003", "applied", 0).check("t").is_ok());
+        assert!(raw("0003", "applied", 0).check(&"t").is_ok());
         for (row, problem) in [
             (
                 raw("v3", "applied", 0),
@@ -135,7 +135,7 @@ mod tests {
             ),
             (raw("3", "failed", -1), "version 3 has statements_done -1"),
         ] {
-            let error = row.check("public.h").expect_err("bad row");
+            let error = row.check(&"public.h").expect_err("bad row");
             assert_eq!(
                 error.to_string(),
                 format!("history table public.h has a bad row: {problem}")

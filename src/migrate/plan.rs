@@ -274,14 +274,14 @@ pub fn index_of(local: &[Migration], version: &Version) -> Option<usize> {
 
 /// Plans `local` (sorted by version, no duplicates, as the source loader returns them) against
 /// the history `rows` (any order); `unfinished` holds the statements of the files that
-/// [`unfinished`] names.
+/// [`unfinished`] names. The rows move into the plan's entries: a thousand-row history is
+/// then held once, not twice, on every start.
 pub fn plan(
     local: &[Migration],
-    rows: &[HistoryRow],
+    mut rows: Vec<HistoryRow>,
     unfinished: &Unfinished,
     options: PlanOptions,
 ) -> Plan {
-    let mut rows: Vec<&HistoryRow> = rows.iter().collect();
     rows.sort_by(|a, b| a.version.cmp(&b.version));
     let mut duplicates = Vec::new();
     for group in rows.chunk_by(|a, b| a.version == b.version) {
@@ -307,31 +307,45 @@ pub fn plan(
         ..Plan::default()
     };
 
-    // Walk both sorted lists together, so every version is seen once, in order.
+    // Walk both sorted lists together, so every version is seen once, in order; each row is
+    // taken out of `rows` when its entry is made.
+    let mut rows: Vec<Option<HistoryRow>> = rows.into_iter().map(Some).collect();
     let (mut li, mut ri) = (0, 0);
     while li < local.len() || ri < rows.len() {
-        let (file, row) = (local.get(li), rows.get(ri).copied());
+        let file = local.get(li);
+        let row = rows.get(ri).and_then(Option::as_ref);
         let order = match (file, row) {
             (Some(m), Some(r)) => m.version.cmp(&r.version),
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
             (None, None) => break,
         };
-        match (order, file, row) {
-            (Ordering::Equal, Some(m), Some(r)) => {
-                plan_both(&mut out, li, m, unfinished.get(&m.version), r);
+        match (order, file) {
+            (Ordering::Equal, Some(m)) => {
+                if let Some(r) = rows[ri].take() {
+                    plan_both(&mut out, li, m, unfinished.get(&m.version), r);
+                }
                 li += 1;
                 ri += 1;
             }
-            (Ordering::Less, Some(m), _) => {
-                plan_file_only(&mut out, li, m, &rows, newest_applied.as_ref(), options);
+            (Ordering::Less, Some(m)) => {
+                // Every row still in `rows` is newer than this file.
+                plan_file_only(
+                    &mut out,
+                    li,
+                    m,
+                    &rows[ri..],
+                    newest_applied.as_ref(),
+                    options,
+                );
                 li += 1;
             }
-            (_, _, Some(r)) => {
-                plan_row_only(&mut out, r, newest_file.as_ref());
+            _ => {
+                if let Some(r) = rows.get_mut(ri).and_then(Option::take) {
+                    plan_row_only(&mut out, r, newest_file.as_ref());
+                }
                 ri += 1;
             }
-            _ => break,
         }
     }
 
@@ -342,8 +356,8 @@ pub fn plan(
     out
 }
 
-fn entry(m: Option<&Migration>, r: Option<&HistoryRow>, state: State) -> Entry {
-    let (version, name) = match (m, r) {
+fn entry(m: Option<&Migration>, r: Option<HistoryRow>, state: State) -> Entry {
+    let (version, name) = match (m, &r) {
         (Some(m), _) => (m.version.clone(), m.name.clone()),
         (None, Some(r)) => (r.version.clone(), r.name.clone()),
         (None, None) => unreachable!("an entry comes from a file or a row"),
@@ -353,7 +367,7 @@ fn entry(m: Option<&Migration>, r: Option<&HistoryRow>, state: State) -> Entry {
         name,
         file_name: m.map(|m| m.file_name.clone()),
         state,
-        row: r.cloned(),
+        row: r,
     }
 }
 
@@ -362,26 +376,25 @@ fn plan_both(
     index: usize,
     m: &Migration,
     statements: Option<&Vec<Statement>>,
-    r: &HistoryRow,
+    r: HistoryRow,
 ) {
     if r.state == RowState::Applied {
         if r.checksum == m.checksum {
             out.entries.push(entry(Some(m), Some(r), State::Applied));
         } else {
-            out.entries.push(entry(Some(m), Some(r), State::Changed));
             out.problems.push(Problem::Changed {
                 file_name: m.file_name.clone(),
                 recorded: r.checksum.clone(),
                 actual: m.checksum.clone(),
             });
+            out.entries.push(entry(Some(m), Some(r), State::Changed));
         }
         return;
     }
 
     // `failed`, or `running` (the runner was killed while a statement ran).
-    out.entries.push(entry(Some(m), Some(r), State::Failed));
     let statements = statements.map(Vec::as_slice);
-    match resumable(m, statements, r) {
+    match resumable(m, statements, &r) {
         Ok(reason) => out.steps.push(Step::Resume {
             index,
             from_statement: r.statements_done,
@@ -397,6 +410,7 @@ fn plan_both(
             cause,
         }),
     }
+    out.entries.push(entry(Some(m), Some(r), State::Failed));
 }
 
 /// Whether a failed or interrupted no-transaction migration may resume by itself, and if not,
@@ -477,7 +491,7 @@ fn plan_file_only(
     out: &mut Plan,
     index: usize,
     m: &Migration,
-    rows: &[&HistoryRow],
+    newer_rows: &[Option<HistoryRow>],
     newest_applied: Option<&Version>,
     options: PlanOptions,
 ) {
@@ -492,8 +506,9 @@ fn plan_file_only(
         out.steps.push(Step::Apply { index });
         return;
     }
-    let mut newer = rows
+    let mut newer = newer_rows
         .iter()
+        .flatten()
         .filter(|r| r.state == RowState::Applied && r.version > m.version)
         .map(|r| &r.version);
     // `older_than_applied` guarantees at least one newer applied row.
@@ -506,19 +521,18 @@ fn plan_file_only(
     }
 }
 
-fn plan_row_only(out: &mut Plan, r: &HistoryRow, newest_file: Option<&Version>) {
+fn plan_row_only(out: &mut Plan, r: HistoryRow, newest_file: Option<&Version>) {
     match newest_file {
         Some(newest) if r.version < *newest => {
-            out.entries.push(entry(None, Some(r), State::Missing));
             out.problems.push(Problem::Missing {
                 version: r.version.clone(),
                 name: r.name.clone(),
                 state: r.state,
                 newest_file: newest.clone(),
             });
+            out.entries.push(entry(None, Some(r), State::Missing));
         }
         _ => {
-            out.entries.push(entry(None, Some(r), State::Future));
             let what = match r.state {
                 RowState::Applied => {
                     "is in the history but newer than every migration file: \
@@ -533,6 +547,7 @@ fn plan_row_only(out: &mut Plan, r: &HistoryRow, newest_file: Option<&Version>) 
                 "{} ({}) {what} (is this a rolled-back deploy?); continuing",
                 r.version, r.name
             ));
+            out.entries.push(entry(None, Some(r), State::Future));
         }
     }
 }
@@ -565,7 +580,7 @@ mod tests {
                 })
                 .collect()
         });
-        super::plan(local, rows, &bodies, options)
+        super::plan(local, rows.to_vec(), &bodies, options)
     }
 
     fn file_with(version: &str, name: &str, statements: &[&str]) -> Migration {

@@ -222,8 +222,36 @@ fn line_of(lines: &[Line<'_>], offset: usize) -> u32 {
     lines.partition_point(|line| line.start <= offset).max(1) as u32
 }
 
+/// Whether the line is a `--` comment once its indentation is trimmed. Every line of every
+/// file is asked this on every start, so the common cases (spaces or tabs, then `-` or any
+/// other ASCII character) are answered without `trim_start`.
 fn is_comment_line(line: &str) -> bool {
-    line.trim_start().starts_with("--")
+    let bytes = line.as_bytes();
+    let first = bytes
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(bytes.len());
+    match bytes.get(first) {
+        None => false,
+        Some(b'-') => bytes.get(first + 1) == Some(&b'-'),
+        Some(b) if b.is_ascii() && !b.is_ascii_whitespace() && *b != b'\x0B' => false,
+        Some(_) => trim_start(line).starts_with("--"),
+    }
+}
+
+/// `str::trim_start`, with the common case (ASCII indentation) done byte by byte: every line
+/// of every file goes through here on every start.
+fn trim_start(line: &str) -> &str {
+    let indent = line
+        .bytes()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
+        .count();
+    let rest = &line[indent..];
+    match rest.as_bytes().first() {
+        // Unicode whitespace (a no-break space, say) is trimmed as `str::trim_start` does.
+        Some(b) if !b.is_ascii() => rest.trim_start(),
+        _ => rest,
+    }
 }
 
 fn is_blank(line: &str) -> bool {
@@ -233,7 +261,7 @@ fn is_blank(line: &str) -> bool {
 /// The text after `startgate:` when `line` is a `-- startgate:` directive line. The prefix is
 /// matched without regard to case, so that `-- StartGate:…` is never silently ignored.
 fn directive_body(line: &str) -> Option<&str> {
-    let rest = line.trim_start().strip_prefix("--")?.trim_start();
+    let rest = trim_start(trim_start(line).strip_prefix("--")?);
     let prefix = rest.get(..10)?;
     prefix
         .eq_ignore_ascii_case("startgate:")
@@ -259,7 +287,7 @@ enum MarkerLine<'a> {
 /// Reads a dbmate marker line: `--`, optional whitespace, `migrate:up` or `migrate:down`, then
 /// the end of the line or whitespace and options, as dbmate's own pattern has it.
 fn marker_line(line: &str) -> Option<MarkerLine<'_>> {
-    let rest = line.trim_start().strip_prefix("--")?.trim_start();
+    let rest = trim_start(trim_start(line).strip_prefix("--")?);
     let prefix = rest.get(..8)?;
     if !prefix.eq_ignore_ascii_case("migrate:") {
         return None;
@@ -326,6 +354,9 @@ fn find_layout(lines: &[Line<'_>], problems: &mut Problems) -> Layout {
     let mut down: Option<usize> = None;
     let mut no_transaction = false;
     for (index, line) in lines.iter().enumerate() {
+        if !is_comment_line(line.text) {
+            continue;
+        }
         match marker_line(line.text) {
             None => {}
             Some(MarkerLine::Unknown(word)) => problems.at_index(
@@ -699,6 +730,9 @@ fn parse_inner(
     let mut seen = BTreeMap::new();
     let mut directive_lines = Vec::new();
     for (index, line) in lines.iter().enumerate() {
+        if !is_comment_line(line.text) {
+            continue;
+        }
         let Some(body) = directive_body(line.text) else {
             continue;
         };
@@ -759,17 +793,19 @@ fn parse_inner(
         }
     }
     let checksum = format!("{:x}", hasher.finalize());
-    let migration = |problems: Problems| {
+    // Called once, on whichever path returns: it moves the parts into the migration.
+    let no_transaction = options.no_transaction;
+    let migration = move |problems: Problems| {
         if !problems.0.is_empty() {
             return Err(problems.into_file_problems(path));
         }
         Ok(Migration {
-            version: version.clone(),
-            name: name.clone(),
-            file_name: file_name.clone(),
+            version,
+            name,
+            file_name,
             path: path.to_path_buf(),
-            checksum: checksum.clone(),
-            options: options.clone(),
+            checksum,
+            options,
         })
     };
     // A file with problems is refused anyway: then its statements are checked too, so that
@@ -818,7 +854,7 @@ fn parse_inner(
         }
     }
 
-    if !options.no_transaction {
+    if !no_transaction {
         for statement in &statements {
             if let Some(refusal) = refusal(&statement.sql) {
                 problems.at_line(Some(statement.line), refusal.message());
@@ -964,7 +1000,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         }
         to_read.push(path);
     }
-    for result in read_all(&to_read) {
+    for result in read_all(dir, &to_read) {
         match result {
             Ok(migration) => migrations.push(migration),
             Err(found) => problems.extend(found),
@@ -997,33 +1033,36 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
 /// Below this many files, one thread reads them all: starting threads would cost more.
 const FILES_PER_THREAD: usize = 64;
 
-/// Reads and parses (without statements) every file of `paths`, results in the same order.
-/// Every start does this for every file, so it is spread over the machine's cores.
-fn read_all(paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProblem>>> {
+/// Reads and parses (without statements) every file of `paths` (all in `dir`), results in the
+/// same order. Every start does this for every file, so it is spread over the machine's cores:
+/// the calling thread reads the first share itself, helpers the others.
+fn read_all(dir: &Path, paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProblem>>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 4)
         .min(paths.len().div_ceil(FILES_PER_THREAD).max(1));
-    if threads == 1 {
+    let opener = Opener::new(dir);
+    let opener = &opener;
+    let read_part = move |part: &[PathBuf]| {
         let mut buffer = Vec::new();
-        return paths.iter().map(|p| read_one(p, &mut buffer)).collect();
+        part.iter()
+            .map(|p| read_one(opener, p, &mut buffer))
+            .collect::<Vec<_>>()
+    };
+    if threads == 1 {
+        return read_part(paths);
     }
     let chunk = paths.len().div_ceil(threads);
+    let mut parts = paths.chunks(chunk);
+    let first = parts.next().unwrap_or_default();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut buffer = Vec::new();
-                    part.iter()
-                        .map(|p| read_one(p, &mut buffer))
-                        .collect::<Vec<_>>()
-                })
-            })
+        let helpers: Vec<_> = parts
+            .map(|part| (part, scope.spawn(move || read_part(part))))
             .collect();
         let mut out = Vec::with_capacity(paths.len());
-        for (worker, part) in workers.into_iter().zip(paths.chunks(chunk)) {
-            match worker.join() {
+        out.extend(read_part(first));
+        for (part, helper) in helpers {
+            match helper.join() {
                 Ok(results) => out.extend(results),
                 // A panic is a bug; say which files it left unread rather than lose them.
                 Err(_) => out.extend(part.iter().map(|path| {
@@ -1039,24 +1078,74 @@ fn read_all(paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProblem>>> {
     })
 }
 
+/// Opens the files of one directory by name relative to the directory itself (`openat`), so
+/// that the kernel resolves one path component per file rather than the whole path again: at
+/// a thousand files that is a good part of a start's system time.
+struct Opener {
+    #[cfg(unix)]
+    dir: Option<fs::File>,
+}
+
+impl Opener {
+    fn new(dir: &Path) -> Opener {
+        Opener {
+            #[cfg(unix)]
+            dir: fs::File::open(dir).ok(),
+        }
+    }
+
+    /// Opens `path` for reading: by its file name in the directory when the directory could
+    /// be opened, by its whole path otherwise.
+    fn open(&self, path: &Path) -> io::Result<fs::File> {
+        #[cfg(unix)]
+        if let (Some(dir), Some(name)) = (&self.dir, path.file_name()) {
+            use std::os::fd::{AsRawFd, FromRawFd};
+            use std::os::unix::ffi::OsStrExt;
+            let name = std::ffi::CString::new(name.as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both
+            // alive for the call; a descriptor returned is owned by the `File` made from it.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just opened and nothing else owns it.
+            return Ok(unsafe { fs::File::from_raw_fd(fd) });
+        }
+        fs::File::open(path)
+    }
+}
+
 /// Reads one file into `buffer` (reused from file to file) and parses it.
-fn read_one(path: &Path, buffer: &mut Vec<u8>) -> Result<Migration, Vec<FileProblem>> {
-    let len = read_into(path, buffer).map_err(|error| {
-        vec![FileProblem {
-            path: path.to_path_buf(),
-            line: None,
-            message: format!("cannot read the file: {error}"),
-        }]
-    })?;
+fn read_one(
+    opener: &Opener,
+    path: &Path,
+    buffer: &mut Vec<u8>,
+) -> Result<Migration, Vec<FileProblem>> {
+    let len = opener
+        .open(path)
+        .and_then(|file| read_into(file, buffer))
+        .map_err(|error| {
+            vec![FileProblem {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!("cannot read the file: {error}"),
+            }]
+        })?;
     parse_file(path, &buffer[..len])
 }
 
-/// Reads a whole file into the start of `buffer` and returns its length: open, read until the
-/// end, close; no `stat` first, which `fs::read` spends on sizing a fresh buffer. The buffer
-/// only grows, and is zeroed only when it does.
-fn read_into(path: &Path, buffer: &mut Vec<u8>) -> io::Result<usize> {
+/// Reads a whole file into the start of `buffer` and returns its length: read until the end,
+/// no `stat` first, which `fs::read` spends on sizing a fresh buffer. The buffer only grows,
+/// and is zeroed only when it does.
+fn read_into(mut file: fs::File, buffer: &mut Vec<u8>) -> io::Result<usize> {
     use std::io::Read;
-    let mut file = fs::File::open(path)?;
     let mut len = 0;
     loop {
         if len == buffer.len() {
@@ -1099,6 +1188,23 @@ mod tests {
 
     fn check_classify(file_name: &str, expected: &str) {
         assert_eq!(kind(file_name), expected, "file name {file_name:?}");
+    }
+
+    #[test]
+    fn trims_like_the_standard_library() {
+        for line in [
+            "",
+            "   ",
+            "-- startgate:timeout 5s",
+            "  \t-- x",
+            "\x0B\x0C-- x",
+            "\u{a0}-- startgate:no-transaction",
+            " \u{2003} \u{a0}x",
+            "\u{e9}t\u{e9}",
+            "  \u{e9}",
+        ] {
+            assert_eq!(trim_start(line), line.trim_start(), "{line:?}");
+        }
     }
 
     #[test]

@@ -5,21 +5,23 @@
 //! not count (`1` equals `1.0`, as in Flyway). Two files whose versions are equal under this
 //! rule are a duplicate. A version keeps the text it was written with, for display and for
 //! the history table, while comparisons use the normalised parts, so a history row `3` still
-//! matches a file renamed to `0003_…`. Parts are kept as digit strings, never as integers, so
+//! matches a file renamed to `0003_…`. Parts are compared as digit strings, never as integers, so
 //! a version of any length compares correctly.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-/// A migration version as written, with its normalised numeric parts.
+/// A migration version as written; comparisons use its normalised numeric parts.
 #[derive(Debug, Clone)]
 pub struct Version {
     /// The text as written in the file name or the history row.
-    text: String,
-    /// Each dot-separated part without leading zeros (`"0"` for zero), trailing zero parts
-    /// removed.
-    parts: Vec<String>,
+    text: Box<str>,
+    /// Where the significant text ends: trailing zero parts (`.0`, `.00`) are not compared.
+    significant: usize,
+    /// The value of a one-part version that fits in 64 bits (nearly every version): two of
+    /// them compare as integers, without looking at the text.
+    number: Option<u64>,
 }
 
 impl Version {
@@ -29,43 +31,69 @@ impl Version {
         if text.is_empty() {
             return None;
         }
-        let mut parts = Vec::new();
-        for part in text.split('.') {
+        let mut significant = 0;
+        let mut offset = 0;
+        for (index, part) in text.split('.').enumerate() {
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            let trimmed = part.trim_start_matches('0');
-            parts.push(if trimmed.is_empty() { "0" } else { trimmed }.to_string());
+            // The first part always counts: `0` is a version.
+            if index == 0 || part.bytes().any(|b| b != b'0') {
+                significant = offset + part.len();
+            }
+            offset += part.len() + 1;
         }
-        while parts.len() > 1 && parts.last().is_some_and(|p| p == "0") {
-            parts.pop();
-        }
+        let number = text[..significant]
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text[..significant].parse::<u64>().ok())
+            .flatten();
         Some(Version {
-            text: text.to_string(),
-            parts,
+            text: text.into(),
+            significant,
+            number,
         })
     }
 
-    /// The version exactly as it was written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Each dot-separated part without leading zeros (`"0"` for zero), trailing zero parts
+    /// left out: what comparisons look at. Nothing is allocated, so that sorting and matching
+    /// a thousand versions on every start stays cheap.
+    fn parts(&self) -> impl Iterator<Item = &str> {
+        self.text[..self.significant].split('.').map(|part| {
+            let trimmed = part.trim_start_matches('0');
+            if trimmed.is_empty() { "0" } else { trimmed }
+        })
+    }
 }
 
+/// Compares two parts without leading zeros as numbers: the longer one is larger, and equal
+/// lengths compare digit by digit.
 fn compare_part(a: &str, b: &str) -> Ordering {
-    // Both are digit strings without leading zeros: the longer one is larger.
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        for (a, b) in self.parts.iter().zip(&other.parts) {
-            let ord = compare_part(a, b);
-            if ord != Ordering::Equal {
-                return ord;
+        if let (Some(a), Some(b)) = (self.number, other.number) {
+            return a.cmp(&b);
+        }
+        let mut mine = self.parts();
+        let mut theirs = other.parts();
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(a), Some(b)) => match compare_part(a, b) {
+                    Ordering::Equal => {}
+                    ord => return ord,
+                },
+                (Some(_), None) => return Ordering::Greater,
+                (None, Some(_)) => return Ordering::Less,
+                (None, None) => return Ordering::Equal,
             }
         }
-        self.parts.len().cmp(&other.parts.len())
     }
 }
 
@@ -77,7 +105,7 @@ impl PartialOrd for Version {
 
 impl PartialEq for Version {
     fn eq(&self, other: &Self) -> bool {
-        self.parts == other.parts
+        self.cmp(other) == Ordering::Equal
     }
 }
 
@@ -85,7 +113,12 @@ impl Eq for Version {}
 
 impl Hash for Version {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts.hash(state);
+        // Equal versions have the same parts whether or not they fit in a `u64`.
+        // Consistent with `Eq`: the normalised parts, each ended by a separator.
+        for part in self.parts() {
+            state.write(part.as_bytes());
+            state.write_u8(b'.');
+        }
     }
 }
 
@@ -124,6 +157,39 @@ mod tests {
             Ordering::Greater,
         );
         check("0", "0000", Ordering::Equal);
+        check("0", "0.0", Ordering::Equal);
+        check("1.0.2", "1.2", Ordering::Less);
+        check("1.00.0", "1", Ordering::Equal);
+        check("0.0.1", "0", Ordering::Greater);
+        // Beyond 64 bits, and one part against several.
+        check(
+            "18446744073709551616",
+            "18446744073709551615",
+            Ordering::Greater,
+        );
+        check(
+            "018446744073709551615",
+            "18446744073709551615",
+            Ordering::Equal,
+        );
+        check("18446744073709551616", "1.5", Ordering::Greater);
+        check("7", "7.0.1", Ordering::Less);
+    }
+
+    #[test]
+    fn equal_versions_hash_alike() {
+        use std::collections::HashSet;
+        let set: HashSet<Version> = ["0003", "1.1", "2.0", "0"].iter().map(|t| v(t)).collect();
+        for (text, expected) in [
+            ("3", true),
+            ("1.01", true),
+            ("2", true),
+            ("0.0", true),
+            ("1.10", false),
+            ("30", false),
+        ] {
+            assert_eq!(set.contains(&v(text)), expected, "{text}");
+        }
     }
 
     #[test]

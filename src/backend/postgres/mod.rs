@@ -23,6 +23,7 @@ mod index;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::time::Instant;
@@ -839,26 +840,32 @@ impl Postgres {
             self.local_lock_timeout(),
             quoted_table(table)
         );
-        let rows = match sqlx::raw_sql(&sql).fetch_all(&mut self.conn).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.rollback_quietly().await;
-                if matches!(
-                    sqlstate_of(&e).as_deref(),
-                    Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
-                ) {
-                    return Ok(None);
-                }
-                return Err(BackendError::Query {
-                    what: format!("reading the history table {}", TableName(table)),
-                    message: describe(&e),
-                });
+        // Rows are decoded as they arrive rather than collected first: a thousand-row history
+        // then never sits in memory twice (the driver's rows and ours).
+        let mut rows = Vec::new();
+        let mut stream = sqlx::raw_sql(&sql).fetch(&mut self.conn);
+        let failed = loop {
+            match stream.try_next().await {
+                Ok(Some(row)) => rows.push(decode_row(&row, table, full)?),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
             }
         };
-        rows.iter()
-            .map(|row| decode_row(row, table, full))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        drop(stream);
+        if let Some(e) = failed {
+            self.rollback_quietly().await;
+            if matches!(
+                sqlstate_of(&e).as_deref(),
+                Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
+            ) {
+                return Ok(None);
+            }
+            return Err(BackendError::Query {
+                what: format!("reading the history table {}", TableName(table)),
+                message: describe(&e),
+            });
+        }
+        Ok(Some(rows))
     }
 
     /// `SET LOCAL lock_timeout` for startgate's own statements on the history table, or
@@ -1404,9 +1411,9 @@ pub(crate) fn utc(column: &str) -> String {
 /// Decodes a history row; `full` when the query named every column of
 /// [`history::COLUMNS`], not only the first five (`read_history_brief`).
 fn decode_row(row: &PgRow, table: &HistoryTable, full: bool) -> Result<HistoryRow, BackendError> {
-    let table = TableName(table).to_string();
+    let table = TableName(table);
     let bad = |problem: String| BackendError::BadHistory {
-        table: table.clone(),
+        table: table.to_string(),
         problem,
     };
     let version: String = row

@@ -811,7 +811,7 @@ fn decode_row(row: &SqliteRow, table: &str) -> Result<HistoryRow, BackendError> 
         repaired: repaired != 0,
         version,
     };
-    raw.check(table)
+    raw.check(&table)
 }
 
 fn connection_failure(message: String, code: Option<i32>, done: u32) -> ApplyFailure {
