@@ -23,3 +23,13 @@ fn one_malloc_arena() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
+
+/// The C library's `log`, for the bundled SQLite: its FTS5 ranking function (bm25) is the one
+/// caller of libm in startgate. Defined here from the pure-Rust `libm` crate, glibc's libm is
+/// no longer needed, so it is never loaded: loading it resolves every one of its
+/// CPU-dispatched functions, which made some 300 KiB of its code resident on every start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn log(x: f64) -> f64 {
+    libm::log(x)
+}

@@ -245,6 +245,17 @@ pub struct Done {
     pub recovery: (Option<String>, Option<String>),
 }
 
+/// What [`apply_steps`] applied: a count and what the summary line needs, not a record per
+/// migration (a thousand of them would only be counted).
+#[derive(Debug, Default)]
+pub struct AppliedSteps {
+    pub count: usize,
+    /// The newest version applied.
+    pub newest: Option<Version>,
+    /// The recovery point of the first migration applied (server time, WAL position).
+    pub first_recovery: (Option<String>, Option<String>),
+}
+
 /// Applies the plan's steps in order, each with its lock-timeout retries. Stops at the first
 /// failure: later migrations are not attempted. `on_applied` hears of each migration as soon
 /// as it is committed (for `/status` and `/metrics`, which must count it even if a later one
@@ -260,8 +271,8 @@ pub async fn apply_steps<B: Backend>(
     applied_by: &str,
     stop: &StopToken,
     mut on_applied: impl FnMut(&Done),
-) -> Result<Vec<Done>, StepsError> {
-    let mut done = Vec::new();
+) -> Result<AppliedSteps, StepsError> {
+    let mut done = AppliedSteps::default();
     for step in &plan.steps {
         let Some(m) = local.get(step.index()) else {
             continue;
@@ -277,11 +288,12 @@ pub async fn apply_steps<B: Backend>(
                 ..
             } => (*from_statement, Some(*reason)),
         };
+        // The entries are in version order, as the planner walks them.
         let mut existing = plan
             .entries
-            .iter()
-            .find(|e| e.version == m.version)
-            .and_then(|e| e.row.as_ref())
+            .binary_search_by(|e| e.version.cmp(&m.version))
+            .ok()
+            .and_then(|i| plan.entries[i].row.as_ref())
             .map(|r| r.version.as_str().to_string());
         let mut retry_delays = ExponentialBuilder::default()
             .with_min_delay(RETRY_FIRST)
@@ -342,15 +354,18 @@ pub async fn apply_steps<B: Backend>(
                         if applied.statements_run == 1 { "" } else { "s" },
                         applied.elapsed.as_millis()
                     );
-                    done.push(Done {
+                    let one = Done {
                         version: m.version.clone(),
                         file_name: m.file_name.clone(),
                         elapsed: applied.elapsed,
-                        recovery: (applied.recovery_time.clone(), applied.recovery_lsn.clone()),
-                    });
-                    if let Some(last) = done.last() {
-                        on_applied(last);
+                        recovery: (applied.recovery_time, applied.recovery_lsn),
+                    };
+                    on_applied(&one);
+                    done.count += 1;
+                    if done.count == 1 {
+                        done.first_recovery = one.recovery;
                     }
+                    done.newest = done.newest.take().max(Some(one.version));
                     break;
                 }
                 Err(failure) => failure,

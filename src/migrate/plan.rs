@@ -349,6 +349,8 @@ pub fn plan(
         }
     }
 
+    // A start holds the plan while it migrates: no room for entries that will never come.
+    out.entries.shrink_to_fit();
     out.problems.splice(0..0, duplicates);
     if !out.problems.is_empty() {
         out.steps.clear();
