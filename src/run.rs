@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use crate::backend::postgres::Postgres;
 use crate::backend::sqlite::Sqlite;
-use crate::backend::{Backend, ForeignHistory, ForeignTool, HistoryWrite, LockKey, TableName};
+use crate::backend::{
+    Backend, BriefHistory, ForeignHistory, ForeignTool, HistoryWrite, LockKey, TableName,
+};
 use crate::config::{BackupMode, Settings};
 use crate::dburl::{self, DatabaseUrl};
 use crate::exit::Error;
@@ -99,7 +101,7 @@ async fn status_on<B: Backend>(
         },
         None => None,
     };
-    let verdict = check_schema(&mut db, settings, expectations).await;
+    let verdict = check_schema(&mut db, settings, expectations, InvalidIndexes::Ask).await;
     let report = StatusReport::new(
         &plan,
         &local.migrations,
@@ -228,9 +230,13 @@ async fn init_on<B: Backend>(
         connect_while_reading::<B>(settings, url, loading, stop, progress).await?;
     let result = async {
         let outcome = init_steps(&mut db, settings, &mut files, tool, stop, progress).await?;
+        let invalid = match outcome.no_invalid_index {
+            true => InvalidIndexes::NoneFound,
+            false => InvalidIndexes::Ask,
+        };
         stoppable(
             stop,
-            verify_phase(&mut db, settings, expectations, progress),
+            verify_phase(&mut db, settings, expectations, invalid, progress),
         )
         .await?;
         Ok::<_, Error>(outcome)
@@ -295,6 +301,9 @@ struct InitOutcome {
     recovery: (Option<String>, Option<String>),
     /// What became of the migrate command: `ran in 812 ms`, `not run: Alembic is at…`.
     command: Option<String>,
+    /// The database is known to hold no INVALID index: nothing was changed since a read that
+    /// found none, so the verifying phase need not ask again.
+    no_invalid_index: bool,
 }
 
 /// The phases after the database is up.
@@ -308,17 +317,19 @@ async fn init_steps<B: Backend>(
 ) -> Result<InitOutcome, Error> {
     let table = &settings.history_table;
     progress.enter(Phase::AcquiringLock);
-    let local = files.get().await?;
     // Read without the lock first: an up-to-date replica must never queue behind another
-    // replica's long migration (unless every run must take a backup). A migrate command
-    // without migration files costs one query: its own.
-    let rows = if local.migrations.is_empty() && tool.is_some() {
-        Vec::new()
+    // replica's long migration (unless every run must take a backup). The history is asked
+    // for while the files are still being read; bad files are still what is reported when
+    // both fail. A migrate command without migration files costs one query: its own.
+    let brief = if tool.is_some() && files.get().await?.migrations.is_empty() {
+        BriefHistory::default()
     } else {
-        stoppable(stop, db.read_history_brief(table))
-            .await?
-            .unwrap_or_default()
+        let brief = stoppable(stop, db.read_history_brief(table)).await;
+        files.get().await?;
+        brief?
     };
+    let rows = brief.rows.unwrap_or_default();
+    let local = files.get().await?;
     let mut checked = Checked::new();
     let first = plan_files(local, rows, settings, &mut checked)?;
     learn_plan(progress, &first);
@@ -338,6 +349,8 @@ async fn init_steps<B: Backend>(
         return Ok(InitOutcome {
             current: first.current,
             command: assessment.map(|a| format!("not run: {}", a.detail)),
+            // Nothing was changed since the history was read: what that read saw still holds.
+            no_invalid_index: brief.any_invalid_index == Some(false),
             ..InitOutcome::default()
         });
     }
@@ -491,6 +504,7 @@ async fn locked_steps<B: Backend>(
         backup,
         recovery: done.first_recovery,
         command,
+        no_invalid_index: false,
     })
 }
 
@@ -635,10 +649,19 @@ fn load_expectations(settings: &Settings) -> Result<Expectations, Error> {
 
 /// Checks the live schema against the expectations; every INVALID index fails, whatever the
 /// mode. Returns the verdict (warnings included) without deciding the exit status.
+/// Whether the verifying phase must ask the catalog for INVALID indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvalidIndexes {
+    Ask,
+    /// An earlier query of this run found none, and nothing has been changed since.
+    NoneFound,
+}
+
 async fn check_schema<B: Backend>(
     db: &mut B,
     settings: &Settings,
     expectations: &Expectations,
+    invalid: InvalidIndexes,
 ) -> Result<Verdict, Error> {
     let mut differences = if expectations.need_snapshot() {
         let live = db.snapshot(&settings.history_table).await?;
@@ -652,7 +675,11 @@ async fn check_schema<B: Backend>(
     };
     // Always, and from the catalog directly: the snapshot leaves some indexes out (those of
     // materialized views), and an INVALID index must fail whatever is configured.
-    for name in db.invalid_indexes().await? {
+    let invalid = match invalid {
+        InvalidIndexes::Ask => db.invalid_indexes().await?,
+        InvalidIndexes::NoneFound => Vec::new(),
+    };
+    for name in invalid {
         let message = format!("index {name} is INVALID");
         if !differences.iter().any(|d| d.message == message) {
             differences.push(Difference {
@@ -669,10 +696,11 @@ async fn verify_phase<B: Backend>(
     db: &mut B,
     settings: &Settings,
     expectations: &Expectations,
+    invalid: InvalidIndexes,
     progress: &Progress,
 ) -> Result<(), Error> {
     progress.enter(Phase::Verifying);
-    let verdict = check_schema(db, settings, expectations).await?;
+    let verdict = check_schema(db, settings, expectations, invalid).await?;
     for warning in &verdict.warnings {
         tracing::warn!(event = "verify.warning", "{warning}");
     }
@@ -724,7 +752,13 @@ async fn verify_on<B: Backend>(
     let mut db: B = until_stopped(connect(settings, url, progress), stop).await?;
     let result = stoppable(
         stop,
-        verify_phase(&mut db, settings, expectations, progress),
+        verify_phase(
+            &mut db,
+            settings,
+            expectations,
+            InvalidIndexes::Ask,
+            progress,
+        ),
     )
     .await;
     db.close().await;

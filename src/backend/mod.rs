@@ -26,6 +26,17 @@ use crate::migrate::plan::ResumeReason;
 use crate::migrate::{HistoryRow, Migration, Statement, Version};
 use crate::supervise::signals::{Stop, StopToken};
 
+/// What `init`'s first, unlocked read of the history found.
+#[derive(Debug, Default)]
+pub struct BriefHistory {
+    /// The rows; `None` when the history table does not exist yet.
+    pub rows: Option<Vec<HistoryRow>>,
+    /// Whether the catalog held any INVALID index (in progress or not) when the rows were
+    /// read, if the engine asked in the same round trip: `Some(false)` answers the verifying
+    /// phase's question for a run that then changes nothing (see [`Backend::invalid_indexes`]).
+    pub any_invalid_index: Option<bool>,
+}
+
 /// Where and how to connect: the URL, and the `application_name` that names startgate and the
 /// host in `pg_stat_activity`, so an operator can tell which replica holds what.
 #[derive(Debug, Clone)]
@@ -150,12 +161,16 @@ pub trait Backend: Sized {
     /// [`read_history`](Backend::read_history) with only what tells whether anything is to be
     /// done: version, name, checksum, state and statements done; the other fields are empty.
     /// `init`'s first, unlocked read uses it, since every restart pays for it; anything but
-    /// "up to date" is planned again from the full rows under the lock.
+    /// "up to date" is planned again from the full rows under the lock. An engine may answer
+    /// the verifying phase's INVALID-index question in the same round trip.
     async fn read_history_brief(
         &mut self,
         table: &HistoryTable,
-    ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
-        self.read_history(table).await
+    ) -> Result<BriefHistory, BackendError> {
+        Ok(BriefHistory {
+            rows: self.read_history(table).await?,
+            any_invalid_index: None,
+        })
     }
 
     /// Readies this session for migrating (keepalives, dead-client detection) and opens what

@@ -29,8 +29,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::time::Instant;
 
 use super::{
-    Applied, ApplyFailure, ApplyJob, Backend, BackendError, CommandLimits, CommandRun,
-    CommandSession, CommandSessions, ConnectFailure, ConnectFailureKind, ConnectTarget,
+    Applied, ApplyFailure, ApplyJob, Backend, BackendError, BriefHistory, CommandLimits,
+    CommandRun, CommandSession, CommandSessions, ConnectFailure, ConnectFailureKind, ConnectTarget,
     DatabaseInfo, DumpError, DumpLimits, FailureKind, ForeignHistory, ForeignTool, HistoryWrite,
     LockHolder, LockKey, TableName, history,
 };
@@ -266,21 +266,29 @@ impl Backend for Postgres {
              error_sqlstate, error, repaired",
             utc("applied_at")
         );
-        self.history_rows(table, &columns, true).await
+        let (rows, _) = self.history_rows(table, &columns, true, false).await?;
+        Ok(rows)
     }
 
     async fn read_history_brief(
         &mut self,
         table: &HistoryTable,
-    ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
+    ) -> Result<BriefHistory, BackendError> {
         // Half the server's time of the full read on a fresh session (no timestamp formatting),
-        // and this read is what every restart pays.
-        self.history_rows(
-            table,
-            "version, name, checksum, state, statements_done",
-            false,
-        )
-        .await
+        // and this read is what every restart pays; so is the verifying phase's look for an
+        // INVALID index, asked in the same round trip.
+        let (rows, any_invalid_index) = self
+            .history_rows(
+                table,
+                "version, name, checksum, state, statements_done",
+                false,
+                true,
+            )
+            .await?;
+        Ok(BriefHistory {
+            rows,
+            any_invalid_index,
+        })
     }
 
     async fn prepare_for_migrating(&mut self) -> Result<(), BackendError> {
@@ -522,10 +530,9 @@ impl Backend for Postgres {
 
     async fn invalid_indexes(&mut self) -> Result<Vec<String>, BackendError> {
         let what = "looking for INVALID indexes";
-        // Every start asks, and nearly always there is none: a bare scan of pg_index answers
-        // that in a third of the time of the query with names and the exclusion of builds in
-        // progress, which runs only when there is something to name.
-        let any = sqlx::raw_sql("SELECT EXISTS (SELECT FROM pg_index WHERE NOT indisvalid)")
+        // Every start asks, and nearly always there is none; the query that names them (and
+        // leaves out builds in progress) runs only when there is something to name.
+        let any = sqlx::raw_sql(ANY_INVALID_INDEX)
             .fetch_one(&mut self.conn)
             .await
             .map_err(|e| query_error(what, &e))?;
@@ -666,6 +673,11 @@ struct RowValues<'a> {
 }
 
 /// The longest releasing the migration lock may take.
+/// Whether any index is INVALID, builds in progress included: on nearly every start the
+/// answer is no, which a bare scan of `pg_index` gives in a third of the time of the query that
+/// names them (see [`Backend::invalid_indexes`]).
+const ANY_INVALID_INDEX: &str = "SELECT EXISTS (SELECT FROM pg_index WHERE NOT indisvalid)";
+
 const UNLOCK_LIMIT: Duration = Duration::from_secs(5);
 /// The longest closing a session may take.
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
@@ -827,25 +839,39 @@ enum IndexResume {
 
 impl Postgres {
     /// Reads the history table's `columns` (all of them when `full`, else the first five).
+    /// The history rows (`None` when the table does not exist), and with `probe` whether any
+    /// INVALID index existed, asked first in the same round trip ([`ANY_INVALID_INDEX`]).
     async fn history_rows(
         &mut self,
         table: &HistoryTable,
         columns: &str,
         full: bool,
-    ) -> Result<Option<Vec<HistoryRow>>, BackendError> {
+        probe: bool,
+    ) -> Result<(Option<Vec<HistoryRow>>, Option<bool>), BackendError> {
         // One round trip, bounded by lock_timeout: a missing table (or schema) is the error we
         // expect before the first `init`, and means that nothing is applied.
         let sql = format!(
-            "BEGIN; {}SELECT {columns} FROM {}; COMMIT",
+            "BEGIN; {}{}{}SELECT {columns} FROM {}; COMMIT",
             self.local_lock_timeout(),
+            if probe { ANY_INVALID_INDEX } else { "" },
+            if probe { "; " } else { "" },
             quoted_table(table)
         );
+        let what = || format!("reading the history table {}", TableName(table));
         // Rows are decoded as they arrive rather than collected first: a thousand-row history
         // then never sits in memory twice (the driver's rows and ours).
         let mut rows = Vec::new();
+        let mut any_invalid = None;
         let mut stream = sqlx::raw_sql(&sql).fetch(&mut self.conn);
         let failed = loop {
             match stream.try_next().await {
+                // The probe's one row comes first.
+                Ok(Some(row)) if probe && any_invalid.is_none() => {
+                    any_invalid = Some(
+                        row.try_get::<bool, _>(0)
+                            .map_err(|e| query_error(&what(), &e))?,
+                    );
+                }
                 Ok(Some(row)) => rows.push(decode_row(&row, table, full)?),
                 Ok(None) => break None,
                 Err(e) => break Some(e),
@@ -858,14 +884,14 @@ impl Postgres {
                 sqlstate_of(&e).as_deref(),
                 Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
             ) {
-                return Ok(None);
+                return Ok((None, any_invalid));
             }
             return Err(BackendError::Query {
-                what: format!("reading the history table {}", TableName(table)),
+                what: what(),
                 message: describe(&e),
             });
         }
-        Ok(Some(rows))
+        Ok((Some(rows), any_invalid))
     }
 
     /// `SET LOCAL lock_timeout` for startgate's own statements on the history table, or
