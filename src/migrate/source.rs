@@ -926,10 +926,11 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
     // Sorted, so that problems and warnings come in a stable order.
     names.sort();
 
-    let mut migrations = Vec::new();
     let mut warnings = Vec::new();
     let mut problems = Vec::new();
-    let mut versions: BTreeMap<Version, PathBuf> = BTreeMap::new();
+    // Each up file's version and its index in `to_read`: sorted afterwards to find versions
+    // used twice, without a map (or a copy of each path) for a thousand files.
+    let mut versions: Vec<(Version, usize)> = Vec::new();
     let mut to_read = Vec::new();
     for os_name in names {
         let path = dir.join(&os_name);
@@ -966,33 +967,47 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
             }
             FileKind::Up { version, .. } => version,
         };
-        if let Some(first) = versions.get(&version) {
-            let first_name = first.file_name().unwrap_or_default().to_string_lossy();
-            let numerically = match classify(&first_name) {
-                FileKind::Up { version: v, .. } if v.as_str() != version.as_str() => format!(
-                    " (versions compare numerically: {} and {} are one version)",
-                    v, version
-                ),
-                _ => String::new(),
-            };
-            problems.push(FileProblem {
-                path: path.clone(),
-                line: None,
-                message: format!(
-                    "version {version} is also the version of {}{numerically}; renumber one \
-                     of them",
-                    first.display()
-                ),
-            });
-        } else {
-            versions.insert(version, path.clone());
-        }
+        versions.push((version, to_read.len()));
         to_read.push(path);
     }
-    for result in read_all(dir, &to_read) {
-        match result {
-            Ok(migration) => migrations.push(migration),
-            Err(found) => problems.extend(found),
+    // The first file of a version (in name order) keeps it; every other one is a problem.
+    versions.sort_unstable();
+    let mut first: Option<&(Version, usize)> = None;
+    for entry in &versions {
+        let (version, index) = entry;
+        let (first_version, first_index) = match first {
+            Some(found) if found.0 == *version => found,
+            _ => {
+                first = Some(entry);
+                continue;
+            }
+        };
+        let numerically = if first_version.as_str() != version.as_str() {
+            format!(
+                " (versions compare numerically: {first_version} and {version} are one version)"
+            )
+        } else {
+            String::new()
+        };
+        problems.push(FileProblem {
+            path: to_read[*index].clone(),
+            line: None,
+            message: format!(
+                "version {version} is also the version of {}{numerically}; renumber one of them",
+                to_read[*first_index].display()
+            ),
+        });
+    }
+    let no_versions = versions.is_empty();
+    drop(versions);
+    // Moved part by part into a vector of the final size: the parts are never copied whole.
+    let mut migrations = Vec::with_capacity(to_read.len());
+    for part in read_all(dir, &to_read) {
+        for result in part {
+            match result {
+                Ok(migration) => migrations.push(migration),
+                Err(found) => problems.extend(found),
+            }
         }
     }
     if !problems.is_empty() {
@@ -1006,7 +1021,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         return Err(SourceError::Problems(problems));
     }
-    if versions.is_empty() {
+    if no_versions {
         warnings.push(format!(
             "no migration files in {} (expected {NAME_FORMS})",
             dir.display()
@@ -1022,10 +1037,14 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
 /// Below this many files, one thread reads them all: starting threads would cost more.
 const FILES_PER_THREAD: usize = 64;
 
-/// Reads and parses (without statements) every file of `paths` (all in `dir`), results in the
-/// same order. Every start does this for every file, so it is spread over the machine's cores:
-/// the calling thread reads the first share itself, helpers the others.
-fn read_all(dir: &Path, paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProblem>>> {
+/// What [`read_one`] made of each file of a share of the files.
+type Part = Vec<Result<Migration, Vec<FileProblem>>>;
+
+/// Reads and parses (without statements) every file of `paths` (all in `dir`): the results in
+/// the same order, one part per thread. Every start does this for every file, so it is spread
+/// over the machine's cores: the calling thread reads the first share itself, helpers the
+/// others.
+fn read_all(dir: &Path, paths: &[PathBuf]) -> Vec<Part> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 4)
@@ -1039,7 +1058,7 @@ fn read_all(dir: &Path, paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProb
             .collect::<Vec<_>>()
     };
     if threads == 1 {
-        return read_part(paths);
+        return vec![read_part(paths)];
     }
     let chunk = paths.len().div_ceil(threads);
     let mut parts = paths.chunks(chunk);
@@ -1048,20 +1067,23 @@ fn read_all(dir: &Path, paths: &[PathBuf]) -> Vec<Result<Migration, Vec<FileProb
         let helpers: Vec<_> = parts
             .map(|part| (part, scope.spawn(move || read_part(part))))
             .collect();
-        let mut out = Vec::with_capacity(paths.len());
-        out.extend(read_part(first));
+        let mut out = Vec::with_capacity(threads);
+        out.push(read_part(first));
         for (part, helper) in helpers {
-            match helper.join() {
-                Ok(results) => out.extend(results),
+            out.push(match helper.join() {
+                Ok(results) => results,
                 // A panic is a bug; say which files it left unread rather than lose them.
-                Err(_) => out.extend(part.iter().map(|path| {
-                    Err(vec![FileProblem {
-                        path: path.clone(),
-                        line: None,
-                        message: "internal error while reading the file".to_string(),
-                    }])
-                })),
-            }
+                Err(_) => part
+                    .iter()
+                    .map(|path| {
+                        Err(vec![FileProblem {
+                            path: path.clone(),
+                            line: None,
+                            message: "internal error while reading the file".to_string(),
+                        }])
+                    })
+                    .collect(),
+            });
         }
         out
     })
@@ -1976,6 +1998,34 @@ mod tests {
                 .to_string()
                 .starts_with("7 problems in migration files:\n  - "),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn every_other_file_of_a_version_names_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for name in ["2_c.sql", "02_b.sql", "002_a.sql", "1_x.sql", "V2__d.sql"] {
+            write(root, name, b"SELECT 1;");
+        }
+        let Err(SourceError::Problems(problems)) = load_dir(root) else {
+            panic!("expected problems");
+        };
+        let rendered: Vec<String> = problems
+            .iter()
+            .map(|p| p.to_string().replace(&root.display().to_string(), "DIR"))
+            .collect();
+        // Name order decides which file is first: 002_a.sql.
+        assert_eq!(
+            rendered,
+            [
+                "DIR/02_b.sql: version 02 is also the version of DIR/002_a.sql (versions compare \
+                 numerically: 002 and 02 are one version); renumber one of them",
+                "DIR/2_c.sql: version 2 is also the version of DIR/002_a.sql (versions compare \
+                 numerically: 002 and 2 are one version); renumber one of them",
+                "DIR/V2__d.sql: version 2 is also the version of DIR/002_a.sql (versions compare \
+                 numerically: 002 and 2 are one version); renumber one of them",
+            ]
         );
     }
 
