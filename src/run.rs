@@ -319,14 +319,25 @@ async fn init_steps<B: Backend>(
     progress.enter(Phase::AcquiringLock);
     // Read without the lock first: an up-to-date replica must never queue behind another
     // replica's long migration (unless every run must take a backup). The history is asked
-    // for while the files are still being read; bad files are still what is reported when
-    // both fail. A migrate command without migration files costs one query: its own.
+    // for while the files are still being read; bad files end the run as soon as they are
+    // read, without waiting for the history (which a lock may hold up). A migrate command
+    // without migration files costs one query: its own.
     let brief = if tool.is_some() && files.get().await?.migrations.is_empty() {
         BriefHistory::default()
     } else {
-        let brief = stoppable(stop, db.read_history_brief(table)).await;
-        files.get().await?;
-        brief?
+        let reading = stoppable(stop, db.read_history_brief(table));
+        tokio::pin!(reading);
+        tokio::select! {
+            biased;
+            loaded = files.get() => {
+                loaded?;
+                reading.await?
+            }
+            brief = &mut reading => {
+                files.get().await?;
+                brief?
+            }
+        }
     };
     let rows = brief.rows.unwrap_or_default();
     let local = files.get().await?;
@@ -647,8 +658,6 @@ fn load_expectations(settings: &Settings) -> Result<Expectations, Error> {
     })
 }
 
-/// Checks the live schema against the expectations; every INVALID index fails, whatever the
-/// mode. Returns the verdict (warnings included) without deciding the exit status.
 /// Whether the verifying phase must ask the catalog for INVALID indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InvalidIndexes {
@@ -657,6 +666,8 @@ enum InvalidIndexes {
     NoneFound,
 }
 
+/// Checks the live schema against the expectations; every INVALID index fails, whatever the
+/// mode. Returns the verdict (warnings included) without deciding the exit status.
 async fn check_schema<B: Backend>(
     db: &mut B,
     settings: &Settings,

@@ -672,12 +672,13 @@ struct RowValues<'a> {
     repaired: bool,
 }
 
-/// The longest releasing the migration lock may take.
 /// Whether any index is INVALID, builds in progress included: on nearly every start the
 /// answer is no, which a bare scan of `pg_index` gives in a third of the time of the query that
 /// names them (see [`Backend::invalid_indexes`]).
-const ANY_INVALID_INDEX: &str = "SELECT EXISTS (SELECT FROM pg_index WHERE NOT indisvalid)";
+const ANY_INVALID_INDEX: &str =
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_index WHERE NOT indisvalid)";
 
+/// The longest releasing the migration lock may take.
 const UNLOCK_LIMIT: Duration = Duration::from_secs(5);
 /// The longest closing a session may take.
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
@@ -838,9 +839,9 @@ enum IndexResume {
 }
 
 impl Postgres {
-    /// Reads the history table's `columns` (all of them when `full`, else the first five).
-    /// The history rows (`None` when the table does not exist), and with `probe` whether any
-    /// INVALID index existed, asked first in the same round trip ([`ANY_INVALID_INDEX`]).
+    /// Reads the history table's `columns` (all of them when `full`, else the first five):
+    /// the rows (`None` when the table does not exist) and, with `probe`, whether any INVALID
+    /// index existed, asked first in the same round trip ([`ANY_INVALID_INDEX`]).
     async fn history_rows(
         &mut self,
         table: &HistoryTable,
