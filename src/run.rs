@@ -230,13 +230,15 @@ async fn init_on<B: Backend>(
         connect_while_reading::<B>(settings, url, loading, stop, progress).await?;
     let result = async {
         let outcome = init_steps(&mut db, settings, &mut files, tool, stop, progress).await?;
-        let invalid = match outcome.no_invalid_index {
-            true => InvalidIndexes::NoneFound,
-            false => InvalidIndexes::Ask,
-        };
         stoppable(
             stop,
-            verify_phase(&mut db, settings, expectations, invalid, progress),
+            verify_phase(
+                &mut db,
+                settings,
+                expectations,
+                outcome.invalid_indexes,
+                progress,
+            ),
         )
         .await?;
         Ok::<_, Error>(outcome)
@@ -301,9 +303,9 @@ struct InitOutcome {
     recovery: (Option<String>, Option<String>),
     /// What became of the migrate command: `ran in 812 ms`, `not run: Alembic is at…`.
     command: Option<String>,
-    /// The database is known to hold no INVALID index: nothing was changed since a read that
-    /// found none, so the verifying phase need not ask again.
-    no_invalid_index: bool,
+    /// Whether the verifying phase must look for INVALID indexes: not when nothing was changed
+    /// since a read that found none.
+    invalid_indexes: InvalidIndexes,
 }
 
 /// The phases after the database is up.
@@ -361,7 +363,10 @@ async fn init_steps<B: Backend>(
             current: first.current,
             command: assessment.map(|a| format!("not run: {}", a.detail)),
             // Nothing was changed since the history was read: what that read saw still holds.
-            no_invalid_index: brief.any_invalid_index == Some(false),
+            invalid_indexes: match brief.any_invalid_index {
+                Some(false) => InvalidIndexes::NoneFound,
+                _ => InvalidIndexes::Ask,
+            },
             ..InitOutcome::default()
         });
     }
@@ -515,7 +520,7 @@ async fn locked_steps<B: Backend>(
         backup,
         recovery: done.first_recovery,
         command,
-        no_invalid_index: false,
+        invalid_indexes: InvalidIndexes::Ask,
     })
 }
 
@@ -659,8 +664,9 @@ fn load_expectations(settings: &Settings) -> Result<Expectations, Error> {
 }
 
 /// Whether the verifying phase must ask the catalog for INVALID indexes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum InvalidIndexes {
+    #[default]
     Ask,
     /// An earlier query of this run found none, and nothing has been changed since.
     NoneFound,

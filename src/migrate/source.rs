@@ -998,7 +998,6 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
             ),
         });
     }
-    let no_versions = versions.is_empty();
     drop(versions);
     // Moved part by part into a vector of the final size: the parts are never copied whole.
     let mut migrations = Vec::with_capacity(to_read.len());
@@ -1021,7 +1020,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         return Err(SourceError::Problems(problems));
     }
-    if no_versions {
+    if to_read.is_empty() {
         warnings.push(format!(
             "no migration files in {} (expected {NAME_FORMS})",
             dir.display()
