@@ -231,16 +231,24 @@ fn is_comment_line(line: &str) -> bool {
 /// `str::trim_start`, with the common case (ASCII indentation) done byte by byte: every line
 /// of every file goes through here on every start.
 fn trim_start(line: &str) -> &str {
-    let indent = line
-        .bytes()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
-        .count();
+    match line.as_bytes().first() {
+        // Most lines start with their text: nothing to trim.
+        Some(b) if b.is_ascii() && !is_ascii_blank(*b) => return line,
+        None => return line,
+        _ => {}
+    }
+    let indent = line.bytes().take_while(|b| is_ascii_blank(*b)).count();
     let rest = &line[indent..];
     match rest.as_bytes().first() {
         // Unicode whitespace (a no-break space, say) is trimmed as `str::trim_start` does.
         Some(b) if !b.is_ascii() => rest.trim_start(),
         _ => rest,
     }
+}
+
+/// The ASCII characters `str::trim_start` trims.
+fn is_ascii_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r')
 }
 
 fn is_blank(line: &str) -> bool {
@@ -296,15 +304,119 @@ fn marker_line(line: &str) -> Option<MarkerLine<'_>> {
         .then(|| MarkerLine::Unknown(rest.split_whitespace().next().unwrap_or(rest)))
 }
 
+/// A line whose first non-blank characters are `--`: the only lines where dbmate markers and
+/// startgate directives can be.
+struct CommentLine<'a> {
+    /// 0-based line index, for problems.
+    index: usize,
+    /// Byte offset of the line's first byte.
+    start: usize,
+    /// Byte offset of the next line's first byte (the text's length for the last line).
+    next: usize,
+    /// The line without its line break.
+    text: &'a str,
+}
+
+/// What reading a file's markers and directives needs of its lines: its comment lines, and
+/// where its leading comment lines end.
+struct Outline<'a> {
+    comments: Vec<CommentLine<'a>>,
+    /// Byte offset of the first line that is neither blank nor a comment (the text's length
+    /// when there is none).
+    leading_end: usize,
+}
+
+impl<'a> Outline<'a> {
+    /// From the lines of any text (`\n`, `\r\n` and lone `\r` line breaks alike).
+    fn of_lines(lines: &[Line<'a>], text_len: usize) -> Outline<'a> {
+        let next = |index: usize| lines.get(index + 1).map_or(text_len, |line| line.start);
+        Outline {
+            comments: lines
+                .iter()
+                .enumerate()
+                .filter(|(_, line)| is_comment_line(line.text))
+                .map(|(index, line)| CommentLine {
+                    index,
+                    start: line.start,
+                    next: next(index),
+                    text: line.text,
+                })
+                .collect(),
+            leading_end: lines
+                .iter()
+                .find(|line| !(is_blank(line.text) || is_comment_line(line.text)))
+                .map_or(text_len, |line| line.start),
+        }
+    }
+
+    /// The same as [`Outline::of_lines`] for a text whose only line break is `\n`, without
+    /// visiting every line: a comment line holds `--`, so only the lines around each `--` are
+    /// looked at (a typical migration has a few comments and many lines of SQL). Every start
+    /// reads every migration file this way.
+    fn of_lf_text(text: &'a str) -> Outline<'a> {
+        debug_assert!(memchr::memchr(b'\r', text.as_bytes()).is_none());
+        let bytes = text.as_bytes();
+        let line_end =
+            |from: usize| memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |i| from + i);
+        let mut comments = Vec::new();
+        // Lines before `counted` are counted in `index`.
+        let (mut index, mut counted) = (0, 0);
+        // The start of the line after the last one looked at.
+        let mut from = 0;
+        for at in memchr::memmem::find_iter(bytes, b"--") {
+            if at < from {
+                // Another `--` on a line already looked at changes nothing.
+                continue;
+            }
+            let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
+            let end = line_end(at);
+            let next = (end + 1).min(bytes.len());
+            if trim_start(&text[start..at]).is_empty() {
+                index += memchr::memchr_iter(b'\n', &bytes[counted..start]).count();
+                counted = start;
+                comments.push(CommentLine {
+                    index,
+                    start,
+                    next,
+                    text: &text[start..end],
+                });
+            }
+            from = next;
+        }
+        // The leading lines: comments (skipped whole) and blank lines, up to the first other.
+        let mut pos = 0;
+        let mut upcoming = comments.iter().peekable();
+        let leading_end = loop {
+            if pos >= bytes.len() {
+                break bytes.len();
+            }
+            if let Some(comment) = upcoming.next_if(|c| c.start == pos) {
+                pos = comment.next;
+                continue;
+            }
+            let end = line_end(pos);
+            if !is_blank(&text[pos..end]) {
+                break pos;
+            }
+            pos = end + 1;
+        };
+        Outline {
+            comments,
+            leading_end,
+        }
+    }
+}
+
 /// Where the applied text lies, as found from dbmate markers (or their absence).
 struct Layout {
-    /// Line indices (0-based) of the applied text: the whole file, or a dbmate up section.
-    /// `None` when the markers are broken (a problem says how), so nothing can be applied.
+    /// Byte range of the applied text: the whole file, or a dbmate up section. `None` when
+    /// the markers are broken (a problem says how), so nothing can be applied.
     applied: Option<Range<usize>>,
-    /// Line index of the `-- migrate:up` marker, for a dbmate file.
-    up_marker: Option<usize>,
-    /// Line index of the `-- migrate:down` marker; the leading comment lines stop there.
-    down_marker: Option<usize>,
+    /// The `-- migrate:up` marker's line index and first byte, for a dbmate file.
+    up_marker: Option<(usize, usize)>,
+    /// The `-- migrate:down` marker's line index and first byte; the leading comment lines
+    /// stop there.
+    down_marker: Option<(usize, usize)>,
     /// `-- migrate:up transaction:false`.
     no_transaction: bool,
 }
@@ -338,14 +450,13 @@ impl Problems {
     }
 }
 
-fn find_layout(lines: &[Line<'_>], problems: &mut Problems) -> Layout {
-    let mut up: Option<usize> = None;
-    let mut down: Option<usize> = None;
+/// Reads the dbmate markers among the comment lines: where the applied text lies.
+fn find_layout(comments: &[CommentLine<'_>], text_len: usize, problems: &mut Problems) -> Layout {
+    let mut up: Option<&CommentLine<'_>> = None;
+    let mut down: Option<&CommentLine<'_>> = None;
     let mut no_transaction = false;
-    for (index, line) in lines.iter().enumerate() {
-        if !is_comment_line(line.text) {
-            continue;
-        }
+    for line in comments {
+        let index = line.index;
         match marker_line(line.text) {
             None => {}
             Some(MarkerLine::Unknown(word)) => problems.at_index(
@@ -366,12 +477,12 @@ fn find_layout(lines: &[Line<'_>], problems: &mut Problems) -> Layout {
                         format!(
                             "second -- migrate:{what} marker (the first is on line {}); a file \
                              has one up section and at most one down section",
-                            first + 1
+                            first.index + 1
                         ),
                     );
                     continue;
                 }
-                *seen = Some(index);
+                *seen = Some(line);
                 if marker == Marker::Down {
                     // The down section is never applied, so its options do not matter.
                     continue;
@@ -393,33 +504,33 @@ fn find_layout(lines: &[Line<'_>], problems: &mut Problems) -> Layout {
         }
     }
     let applied = match (up, down) {
-        (None, None) => Some(0..lines.len()),
+        (None, None) => Some(0..text_len),
         (None, Some(down)) => {
             problems.at_index(
-                down,
+                down.index,
                 "-- migrate:down without -- migrate:up: add a -- migrate:up line above the \
                  statements to apply"
                     .to_string(),
             );
             None
         }
-        (Some(up), Some(down)) if down < up => {
+        (Some(up), Some(down)) if down.index < up.index => {
             problems.at_index(
-                down,
+                down.index,
                 format!(
                     "-- migrate:down comes before -- migrate:up (line {}); the up section \
                      must come first",
-                    up + 1
+                    up.index + 1
                 ),
             );
             None
         }
-        (Some(up), down) => Some(up + 1..down.unwrap_or(lines.len())),
+        (Some(up), down) => Some(up.next..down.map_or(text_len, |down| down.start)),
     };
     Layout {
         applied,
-        up_marker: up,
-        down_marker: down,
+        up_marker: up.map(|line| (line.index, line.start)),
+        down_marker: down.map(|line| (line.index, line.start)),
         no_transaction,
     }
 }
@@ -698,35 +809,42 @@ fn parse_inner(
         }
     };
 
-    let lines = lines(text);
+    // Every line is needed for the statements' line numbers, and to normalise `\r` line
+    // breaks; an applied LF file read on a start needs only its comment lines.
+    let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
+    let lines = if with_statements || has_cr {
+        lines(text)
+    } else {
+        Vec::new()
+    };
+    let outline = if has_cr {
+        Outline::of_lines(&lines, text.len())
+    } else {
+        Outline::of_lf_text(text)
+    };
     let mut problems = Problems::default();
-    let layout = find_layout(&lines, &mut problems);
+    let layout = find_layout(&outline.comments, text.len(), &mut problems);
 
     // The leading comment lines: up to the first line that is neither blank nor a `--`
     // comment, and never into a dbmate down section.
-    let leading_end = lines
-        .iter()
-        .enumerate()
-        .position(|(index, line)| {
-            Some(index) == layout.down_marker
-                || !(is_blank(line.text) || is_comment_line(line.text))
-        })
-        .unwrap_or(lines.len());
+    let leading_end = match layout.down_marker {
+        Some((_, down)) => outline.leading_end.min(down),
+        None => outline.leading_end,
+    };
     let mut options = MigrationOptions {
         no_transaction: layout.no_transaction,
         ..MigrationOptions::default()
     };
     let mut seen = BTreeMap::new();
+    // The byte ranges of the directive lines, line breaks included.
     let mut directive_lines = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        if !is_comment_line(line.text) {
-            continue;
-        }
+    for line in &outline.comments {
         let Some(body) = directive_body(line.text) else {
             continue;
         };
-        if index < leading_end {
-            directive_lines.push(index);
+        let index = line.index;
+        if line.start < leading_end {
+            directive_lines.push(line.start..line.next);
             if let Err(message) = apply_directive(body, &mut options, &mut seen, index) {
                 problems.at_index(index, message);
             }
@@ -745,38 +863,47 @@ fn parse_inner(
     }
 
     // dbmate refuses SQL before the up marker; it would never run, so we refuse it too.
-    if let (Some(up), Some(_)) = (layout.up_marker, &layout.applied) {
-        let before = split::split(&text[..lines[up].start]);
+    if let (Some((_, up)), Some(_)) = (layout.up_marker, &layout.applied) {
+        let before = split::split(&text[..up]);
         if let Some(range) = before.pieces.iter().find_map(|p| p.statement.clone()) {
             problems.at_line(
-                Some(line_of(&lines, range.start)),
+                Some(line_of(&self::lines(text), range.start)),
                 "SQL before -- migrate:up is never applied; move it below the marker".to_string(),
             );
         }
     }
 
-    let Some(applied_lines) = layout.applied else {
+    let Some(applied) = layout.applied else {
         return Err(problems.into_file_problems(path));
     };
-    let byte_at = |index: usize| lines.get(index).map_or(text.len(), |line| line.start);
-    let applied = byte_at(applied_lines.start)..byte_at(applied_lines.end);
 
     // The checksum covers exactly what runs, with normalised line endings and without the
     // directive lines, so that converting a file to LF or tuning a timeout on an applied file
     // is not a change.
     let mut hasher = Sha256::new();
-    let applied_text = &text[applied.clone()];
-    let no_directives = directive_lines.iter().all(|i| !applied_lines.contains(i));
-    if no_directives && memchr::memchr(b'\r', applied_text.as_bytes()).is_none() {
-        // The common case: the applied text already is its lines joined by `\n`.
-        hasher.update(applied_text.as_bytes());
+    let in_applied: Vec<&Range<usize>> = directive_lines
+        .iter()
+        .filter(|line| applied.contains(&line.start))
+        .collect();
+    if !has_cr {
+        // The applied text already is its lines joined by `\n`: hash it around the
+        // directive lines, if it has any.
+        let mut from = applied.start;
+        for line in in_applied {
+            hasher.update(&text.as_bytes()[from..line.start]);
+            from = line.end;
+        }
+        hasher.update(&text.as_bytes()[from..applied.end]);
     } else {
-        for index in applied_lines.clone() {
-            if directive_lines.contains(&index) {
+        for line in lines.iter().filter(|line| applied.contains(&line.start)) {
+            if in_applied
+                .iter()
+                .any(|directive| directive.start == line.start)
+            {
                 continue;
             }
-            hasher.update(lines[index].text.as_bytes());
-            if lines[index].terminated {
+            hasher.update(line.text.as_bytes());
+            if line.terminated {
                 hasher.update(b"\n");
             }
         }
@@ -803,6 +930,12 @@ fn parse_inner(
         return migration(problems).map(|m| (m, Vec::new()));
     }
 
+    // Not read yet for an LF file read without its statements (one with problems).
+    let lines = if lines.is_empty() {
+        self::lines(text)
+    } else {
+        lines
+    };
     let split = split::split(&text[applied.clone()]);
     let statements: Vec<Statement> = split
         .pieces
@@ -835,7 +968,7 @@ fn parse_inner(
         );
     } else if statements.is_empty() {
         match layout.up_marker {
-            Some(up) => problems.at_index(
+            Some((up, _)) => problems.at_index(
                 up,
                 "the -- migrate:up section contains no SQL statement".to_string(),
             ),
@@ -1185,6 +1318,7 @@ fn missing_dir_hint(dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Renders a [`FileKind`] compactly for the tables: `up 1.1 x`, `down`, `warn`, `silent`.
     fn kind(file_name: &str) -> String {
@@ -2051,5 +2185,61 @@ mod tests {
         assert!(empty.migrations.is_empty());
         assert_eq!(empty.warnings.len(), 1);
         assert!(empty.warnings[0].starts_with("no migration files in "));
+    }
+
+    /// Lines that exercise the comment, marker and directive readers when strung together.
+    #[rustfmt::skip]
+    const LINES: &[&str] = &[
+        "", " ", "\t", "\u{a0}", "--", "---", " -- a comment", "\u{a0}-- nbsp", "SELECT 1; -- x",
+        "-- startgate:timeout 1s", "  -- startgate:lock-timeout 2s", "-- startgate:no-transaction",
+        "-- startgate:bogus", "-- StartGate:timeout 5s", "-- migrate:up", "-- migrate:down",
+        "-- migrate:up transaction:false", "-- migrate:upp", "-- migrate: prose", "SELECT '--';",
+        "CREATE TABLE t (id int);", "'", "a--b", "x -- startgate:timeout 1s",
+    ];
+
+    fn lf_text() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop::sample::select(LINES), 0..12),
+            any::<bool>(),
+        )
+            .prop_map(|(lines, end)| lines.join("\n") + if end { "\n" } else { "" })
+    }
+
+    /// Everything a parse shows an operator: the checksum and options, or the problems.
+    fn outcome(
+        text: &str,
+        with_statements: bool,
+    ) -> Result<(String, MigrationOptions), Vec<FileProblem>> {
+        parse_inner(Path::new("m/0001_x.sql"), text.as_bytes(), with_statements)
+            .map(|(m, _)| (m.checksum, m.options))
+    }
+
+    proptest! {
+        /// The LF reader finds what reading every line finds.
+        #[test]
+        fn lf_outline_matches_every_line(text in lf_text()) {
+            let lines = lines(&text);
+            let slow = Outline::of_lines(&lines, text.len());
+            let fast = Outline::of_lf_text(&text);
+            let view = |o: &Outline<'_>| {
+                let comments: Vec<_> =
+                    o.comments.iter().map(|c| (c.index, c.start, c.next, c.text.to_string())).collect();
+                (comments, o.leading_end)
+            };
+            prop_assert_eq!(view(&fast), view(&slow));
+        }
+
+        /// A file read on a start (comment lines only, LF) says what the same file with CRLF or
+        /// lone CR line breaks says (every line read), with or without its statements.
+        #[test]
+        fn line_breaks_change_nothing(text in lf_text(), with_statements in any::<bool>()) {
+            let lf = outcome(&text, with_statements);
+            prop_assert_eq!(&lf, &outcome(&text.replace('\n', "\r\n"), with_statements));
+            // Across a lone `\r`, PostgreSQL joins string literals (`split` knows): the
+            // statements, and so their problems, may differ there.
+            if !text.contains('\'') {
+                prop_assert_eq!(&lf, &outcome(&text.replace('\n', "\r"), with_statements));
+            }
+        }
     }
 }
