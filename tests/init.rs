@@ -1,7 +1,7 @@
 //! `startgate init` against a real PostgreSQL, driving the real binary: applying and re-running,
-//! the refusals (gap, changed file), a failing statement, lock timeouts with retries, eight
-//! replicas at once, SIGTERM in the middle of a statement, the wall-clock limit, and a
-//! `CREATE INDEX CONCURRENTLY` that fails and resumes. Each test asserts what an operator would
+//! the refusals (gap, changed file), a failing statement, lock timeouts with retries, a bad file
+//! read while the history read waits on a lock, eight replicas at once, SIGTERM in the middle of
+//! a statement, the wall-clock limit, and a `CREATE INDEX CONCURRENTLY` that fails and resumes. Each test asserts what an operator would
 //! look at: the exit status, the message, the history rows and the catalog.
 
 mod common;
@@ -687,6 +687,59 @@ fn a_pending_file_with_a_bad_statement_is_refused_before_anything_is_written() {
         !exists(&db, "startgate_migrations"),
         "no history table created"
     );
+}
+
+#[test]
+fn a_bad_file_read_after_connecting_ends_the_run_while_a_lock_holds_up_the_history_read() {
+    // With lock timeouts off, the unlocked history read waits as long as another session holds
+    // the history table; a broken file must still end the run as soon as it is read. The file
+    // is a FIFO, so that it is read only once the history read is seen waiting.
+    let db = TestDb::new("init_bad_file_blocked_read");
+    let dir = migrations(&[("0001_a.sql", "CREATE TABLE a (id int);\n")]);
+    assert_eq!(init(&db, dir.path(), &[]).code, 0);
+    let fifo = dir.path().join("0002_b.sql");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+    // SAFETY: a NUL-terminated path, alive for the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let blocker = Blocker::hold(
+        &db,
+        "blocker-test",
+        "BEGIN; LOCK TABLE startgate_migrations IN ACCESS EXCLUSIVE MODE;",
+    );
+    let path = dir.path().display().to_string();
+    let running = common::Running::start(
+        &["init"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("STARTGATE_MIGRATIONS", path.as_str()),
+            ("STARTGATE_LOCK_TIMEOUT", "0"),
+        ],
+    );
+    let waiting_sql = "SELECT count(*)::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+         AND application_name <> 'blocker-test'";
+    common::wait_for("the history read to wait for the lock", LIMIT, || {
+        scalar(&db, waiting_sql).as_deref() == Some("1")
+    });
+    std::fs::write(&fifo, "-- startgate:bogus\nCREATE TABLE b (id int);\n").expect("write fifo");
+    let (code, stderr) = running.finish();
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(
+        stderr.contains("0002_b.sql:1: unknown directive startgate:bogus"),
+        "{stderr}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT state FROM pg_stat_activity WHERE application_name = 'blocker-test'"
+        )
+        .as_deref(),
+        Some("idle in transaction"),
+        "init must end while the blocker still holds the history table"
+    );
+    drop(blocker);
+    assert_eq!(history(&db), "0001:applied");
+    assert!(!exists(&db, "b"), "nothing applied");
 }
 
 #[test]
