@@ -1,8 +1,9 @@
 //! `startgate init` against a real PostgreSQL, driving the real binary: applying and re-running,
 //! the refusals (gap, changed file), a failing statement, lock timeouts with retries, a bad file
 //! read while the history read waits on a lock, eight replicas at once, SIGTERM in the middle of
-//! a statement, the wall-clock limit, and a `CREATE INDEX CONCURRENTLY` that fails and resumes. Each test asserts what an operator would
-//! look at: the exit status, the message, the history rows and the catalog.
+//! a statement, the wall-clock limit, and a `CREATE INDEX CONCURRENTLY` that fails and resumes.
+//! Each test asserts what an operator would look at: the exit status, the message, the history
+//! rows and the catalog.
 
 mod common;
 
@@ -689,6 +690,31 @@ fn a_pending_file_with_a_bad_statement_is_refused_before_anything_is_written() {
     );
 }
 
+/// Writes `text` into the FIFO at `path` once a reader has it open, waiting at most `limit` for
+/// one (opening a FIFO for writing blocks until a reader comes, for ever if none does).
+fn write_fifo(path: &Path, text: &str, limit: Duration) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + limit;
+    loop {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(mut fifo) => {
+                fifo.write_all(text.as_bytes()).expect("write fifo");
+                return;
+            }
+            // No reader yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no reader opened {}: {e}", path.display()),
+        }
+    }
+}
+
 #[test]
 fn a_bad_file_read_after_connecting_ends_the_run_while_a_lock_holds_up_the_history_read() {
     // With lock timeouts off, the unlocked history read waits as long as another session holds
@@ -698,7 +724,10 @@ fn a_bad_file_read_after_connecting_ends_the_run_while_a_lock_holds_up_the_histo
     let dir = migrations(&[("0001_a.sql", "CREATE TABLE a (id int);\n")]);
     assert_eq!(init(&db, dir.path(), &[]).code, 0);
     let fifo = dir.path().join("0002_b.sql");
-    let c_path = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+    let c_path = {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("path")
+    };
     // SAFETY: a NUL-terminated path, alive for the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
     let blocker = Blocker::hold(
@@ -721,7 +750,11 @@ fn a_bad_file_read_after_connecting_ends_the_run_while_a_lock_holds_up_the_histo
     common::wait_for("the history read to wait for the lock", LIMIT, || {
         scalar(&db, waiting_sql).as_deref() == Some("1")
     });
-    std::fs::write(&fifo, "-- startgate:bogus\nCREATE TABLE b (id int);\n").expect("write fifo");
+    write_fifo(
+        &fifo,
+        "-- startgate:bogus\nCREATE TABLE b (id int);\n",
+        LIMIT,
+    );
     let (code, stderr) = running.finish();
     assert_eq!(code, 2, "stderr: {stderr}");
     assert!(

@@ -222,14 +222,14 @@ fn line_of(lines: &[Line<'_>], offset: usize) -> u32 {
     lines.partition_point(|line| line.start <= offset).max(1) as u32
 }
 
-/// Whether the line is a `--` comment once its indentation is trimmed. Every line of every
-/// file is asked this on every start, before the marker and directive readers look at it.
+/// Whether the line is a `--` comment once its indentation is trimmed: the lines the marker
+/// and directive readers look at.
 fn is_comment_line(line: &str) -> bool {
     trim_start(line).starts_with("--")
 }
 
-/// `str::trim_start`, with the common case (ASCII indentation) done byte by byte: every line
-/// of every file goes through here on every start.
+/// `str::trim_start`, with the common cases (no indentation, ASCII indentation) done byte by
+/// byte: on a start, what precedes each `--` of every file goes through here.
 fn trim_start(line: &str) -> &str {
     match line.as_bytes().first() {
         // Most lines start with their text: nothing to trim.
@@ -349,10 +349,10 @@ impl<'a> Outline<'a> {
         }
     }
 
-    /// The same as [`Outline::of_lines`] for a text whose only line break is `\n`, without
-    /// visiting every line: a comment line holds `--`, so only the lines around each `--` are
-    /// looked at (a typical migration has a few comments and many lines of SQL). Every start
-    /// reads every migration file this way.
+    /// The same as [`Outline::of_lines`] for a text without `\r` (so `\n` is its only line
+    /// break), without visiting every line: a comment line holds `--`, so only the lines
+    /// around each `--` are looked at, and the leading lines (a typical migration has a few
+    /// comments and many lines of SQL). Every start reads every such migration file this way.
     fn of_lf_text(text: &'a str) -> Outline<'a> {
         debug_assert!(memchr::memchr(b'\r', text.as_bytes()).is_none());
         let bytes = text.as_bytes();
@@ -1726,6 +1726,15 @@ mod tests {
         );
         // Prose that happens to start with `migrate:` is a comment.
         check("-- migrate: moves rows\nSELECT 1;", &["2@23 SELECT 1"]);
+        // The leading comment lines end at the down marker: a directive below it is in the
+        // down section, also when only comments come before the marker.
+        check(
+            "-- migrate:up\n-- migrate:down\n-- startgate:timeout 1s\n",
+            &[
+                "1: the -- migrate:up section contains no SQL statement",
+                "3: -- startgate:timeout has no effect here",
+            ],
+        );
     }
 
     fn checksum(text: &str) -> String {
@@ -2190,7 +2199,9 @@ mod tests {
     /// Lines that exercise the comment, marker and directive readers when strung together.
     #[rustfmt::skip]
     const LINES: &[&str] = &[
-        "", " ", "\t", "\u{a0}", "--", "---", " -- a comment", "\u{a0}-- nbsp", "SELECT 1; -- x",
+        "", " ", "\t", "\u{a0}", "\u{85}", "\u{2028}", "\x0B\x0C", "--", "---", " -- a comment",
+        "\u{a0}-- nbsp", "\u{85}-- nel", "é--", "SELECT 1; -- x", "--startgate:timeout 1s",
+        "-- startgate:timeout", "-- startgate:timeout 0s",
         "-- startgate:timeout 1s", "  -- startgate:lock-timeout 2s", "-- startgate:no-transaction",
         "-- startgate:bogus", "-- StartGate:timeout 5s", "-- migrate:up", "-- migrate:down",
         "-- migrate:up transaction:false", "-- migrate:upp", "-- migrate: prose", "SELECT '--';",
