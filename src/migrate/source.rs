@@ -809,16 +809,14 @@ fn parse_inner(
         }
     };
 
-    // Every line is needed for the statements' line numbers, and to normalise `\r` line
-    // breaks; an applied LF file read on a start needs only its comment lines.
+    // Every line is needed for the statements' line numbers, to normalise `\r` line breaks
+    // and to place some problems; an applied file without `\r` read on a start needs only its
+    // comment lines, so the lines are split when first asked for.
     let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
-    let lines = if with_statements || has_cr {
-        lines(text)
-    } else {
-        Vec::new()
-    };
+    let all_lines = std::cell::OnceCell::new();
+    let lines = || all_lines.get_or_init(|| self::lines(text)).as_slice();
     let outline = if has_cr {
-        Outline::of_lines(&lines, text.len())
+        Outline::of_lines(lines(), text.len())
     } else {
         Outline::of_lf_text(text)
     };
@@ -867,7 +865,7 @@ fn parse_inner(
         let before = split::split(&text[..up]);
         if let Some(range) = before.pieces.iter().find_map(|p| p.statement.clone()) {
             problems.at_line(
-                Some(line_of(&self::lines(text), range.start)),
+                Some(line_of(lines(), range.start)),
                 "SQL before -- migrate:up is never applied; move it below the marker".to_string(),
             );
         }
@@ -895,7 +893,7 @@ fn parse_inner(
         }
         hasher.update(&text.as_bytes()[from..applied.end]);
     } else {
-        for line in lines.iter().filter(|line| applied.contains(&line.start)) {
+        for line in lines().iter().filter(|line| applied.contains(&line.start)) {
             if in_applied
                 .iter()
                 .any(|directive| directive.start == line.start)
@@ -930,12 +928,7 @@ fn parse_inner(
         return migration(problems).map(|m| (m, Vec::new()));
     }
 
-    // Not read yet for an LF file read without its statements (one with problems).
-    let lines = if lines.is_empty() {
-        self::lines(text)
-    } else {
-        lines
-    };
+    let lines = lines();
     let split = split::split(&text[applied.clone()]);
     let statements: Vec<Statement> = split
         .pieces
@@ -946,7 +939,7 @@ fn parse_inner(
             let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
             Statement {
                 sql: text[start..applied.start + range.end].to_string(),
-                line: line_of(&lines, start),
+                line: line_of(lines, start),
                 column: text[line_start..start].chars().count() as u32 + 1,
                 offset: bom_len + start,
             }
@@ -960,7 +953,7 @@ fn parse_inner(
         // The offset, not the splitter's line: the splitter counts lines by `\n` only, this
         // file by `\n`, `\r\n` and lone `\r` alike.
         problems.at_line(
-            Some(line_of(&lines, applied.start + unterminated.offset)),
+            Some(line_of(lines, applied.start + unterminated.offset)),
             format!(
                 "unterminated {}: nothing closes it before {end}",
                 unterminated.what

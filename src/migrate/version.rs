@@ -5,8 +5,9 @@
 //! not count (`1` equals `1.0`, as in Flyway). Two files whose versions are equal under this
 //! rule are a duplicate. A version keeps the text it was written with, for display and for
 //! the history table, while comparisons use the normalised parts, so a history row `3` still
-//! matches a file renamed to `0003_…`. Parts are compared as digit strings, never as integers, so
-//! a version of any length compares correctly.
+//! matches a file renamed to `0003_…`. Parts are compared as digit strings, so a version of
+//! any length compares correctly; two one-part versions that fit in 64 bits (nearly all) are
+//! compared as integers, which orders them the same.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -113,8 +114,8 @@ impl Eq for Version {}
 
 impl Hash for Version {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Equal versions have the same parts whether or not they fit in a `u64`.
-        // Consistent with `Eq`: the normalised parts, each ended by a separator.
+        // Consistent with `Eq`: the normalised parts (the same for equal versions, whether or
+        // not they fit in a `u64`), each ended by a separator.
         for part in self.parts() {
             state.write(part.as_bytes());
             state.write_u8(b'.');
