@@ -215,6 +215,55 @@ fn a_changed_file_is_refused_but_line_endings_and_directives_are_not_changes() {
 }
 
 #[test]
+fn each_migration_runs_with_its_own_timeouts_and_the_next_one_gets_the_settings_back() {
+    let db = TestDb::new("init_timeouts_seen");
+    // The lock check before each migration silences the server's messages for a moment:
+    // the migration itself must see them as they were.
+    let seen = "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), \
+                current_setting('client_min_messages')";
+    let dir = migrations(&[
+        (
+            "0001_directives.sql",
+            &format!(
+                "-- startgate:lock-timeout 1500ms\n-- startgate:statement-timeout 7s\n\
+                 CREATE TABLE seen (v int, lock_timeout text, statement_timeout text, \
+                 client_min_messages text);\n\
+                 INSERT INTO seen SELECT 1, * FROM ({seen}) s;\n"
+            ),
+        ),
+        (
+            "0002_no_transaction.sql",
+            &format!(
+                "-- startgate:no-transaction\n-- startgate:statement-timeout 8s\n\
+                 INSERT INTO seen SELECT 2, * FROM ({seen}) s;\n"
+            ),
+        ),
+        (
+            "0003_settings.sql",
+            &format!("INSERT INTO seen SELECT 3, * FROM ({seen}) s;\n"),
+        ),
+    ]);
+    let out = init(
+        &db,
+        dir.path(),
+        &[
+            ("STARTGATE_LOCK_TIMEOUT", "2s"),
+            ("STARTGATE_STATEMENT_TIMEOUT", "9s"),
+        ],
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT string_agg(concat_ws('/', v, lock_timeout, statement_timeout, client_min_messages), ' ' \
+             ORDER BY v) FROM seen"
+        )
+        .as_deref(),
+        Some("1/1500ms/7s/notice 2/2s/8s/notice 3/2s/9s/notice")
+    );
+}
+
+#[test]
 fn a_failing_statement_rolls_its_migration_back_and_stops_with_file_and_line() {
     let db = TestDb::new("init_failing");
     let dir = migrations(&[
