@@ -441,6 +441,9 @@ async fn locked_steps<B: Backend>(
         None => None,
     };
     let command_runs = assessment.as_ref().is_some_and(|a| a.run);
+    if !plan.steps.is_empty() {
+        stoppable(stop, db.monitor_ready()).await?;
+    }
 
     progress.enter(Phase::BackingUp);
     let backup = match (settings.backup, plan.steps.is_empty() && !command_runs) {

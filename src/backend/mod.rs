@@ -173,9 +173,17 @@ pub trait Backend: Sized {
         })
     }
 
-    /// Readies this session for migrating (keepalives, dead-client detection) and opens what
-    /// the engine needs beside it to cancel a statement and see what blocks it.
+    /// Readies this session for migrating (keepalives, dead-client detection) and starts
+    /// opening what the engine needs beside it to cancel a statement and see what blocks it,
+    /// which [`monitor_ready`](Backend::monitor_ready) waits for.
     async fn prepare_for_migrating(&mut self) -> Result<(), BackendError>;
+
+    /// Waits until what [`prepare_for_migrating`](Backend::prepare_for_migrating) started
+    /// opening is open; called before the first migration is applied, so that the lock, the
+    /// history table and the history read overlap the opening.
+    async fn monitor_ready(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// One attempt to take the migration lock, without waiting.
     async fn try_lock(&mut self, key: LockKey) -> Result<bool, BackendError>;

@@ -71,12 +71,20 @@ pub struct Postgres {
     client_min_messages: String,
     /// Kept to open the monitor session with the same URL.
     target: ConnectTarget,
-    /// Opened by `prepare_for_migrating`; cancels and samples for the applying session.
-    monitor: Option<PgConnection>,
+    /// Opened by `prepare_for_migrating` in the background; cancels and samples for the
+    /// applying session.
+    monitor: Monitor,
     /// How to open a fresh monitor session; built once (parsing options reads `~/.pgpass`).
     monitor_options: Option<PgConnectOptions>,
     /// The `lock_timeout` of the migration being applied, to sample blockers in time.
     statement_lock_timeout: Duration,
+}
+
+/// The monitor session, from not asked for, through opening in the background, to open.
+enum Monitor {
+    Absent,
+    Opening(tokio::task::JoinHandle<Result<PgConnection, String>>),
+    Open(PgConnection),
 }
 
 /// Quotes an identifier for PostgreSQL: `"` around it, inner `"` doubled.
@@ -253,7 +261,7 @@ impl Backend for Postgres {
             version_num,
             client_min_messages,
             target: target.clone(),
-            monitor: None,
+            monitor: Monitor::Absent,
             monitor_options: None,
             statement_lock_timeout: Duration::ZERO,
         })
@@ -317,7 +325,7 @@ impl Backend for Postgres {
             .execute(&mut self.conn)
             .await
             .map_err(|e| query_error("preparing the migration session", &e))?;
-        if self.monitor.is_none() {
+        if matches!(self.monitor, Monitor::Absent) {
             let options = connect_options(&self.target)
                 .map_err(|message| BackendError::Query {
                     what: "opening the monitor session".to_string(),
@@ -325,19 +333,41 @@ impl Backend for Postgres {
                 })?
                 .application_name(&role_name(&self.target.application_name, "monitor"));
             self.monitor_options = Some(options.clone());
-            let monitor = tokio::time::timeout(
-                self.target.attempt_timeout,
-                PgConnection::connect_with(&options),
-            )
-            .await
-            .map_err(|_| BackendError::Query {
-                what: "opening the monitor session".to_string(),
-                message: "timed out".to_string(),
-            })?
-            .map_err(|e| query_error("opening the monitor session", &e))?;
-            self.monitor = Some(monitor);
+            // Opened beside the lock, the history table and the history read rather than
+            // before them (a connection is some milliseconds of the server's time on a core
+            // the applying session is not using); `monitor_ready` waits for it.
+            let limit = self.target.attempt_timeout;
+            self.monitor = Monitor::Opening(tokio::spawn(async move {
+                match tokio::time::timeout(limit, PgConnection::connect_with(&options)).await {
+                    Ok(Ok(monitor)) => Ok(monitor),
+                    Ok(Err(e)) => Err(describe(&e)),
+                    Err(_) => Err("timed out".to_string()),
+                }
+            }));
         }
         Ok(())
+    }
+
+    async fn monitor_ready(&mut self) -> Result<(), BackendError> {
+        let opening = match std::mem::replace(&mut self.monitor, Monitor::Absent) {
+            Monitor::Opening(opening) => opening,
+            other => {
+                self.monitor = other;
+                return Ok(());
+            }
+        };
+        let failed = |message: String| BackendError::Query {
+            what: "opening the monitor session".to_string(),
+            message,
+        };
+        match opening.await {
+            Ok(Ok(monitor)) => {
+                self.monitor = Monitor::Open(monitor);
+                Ok(())
+            }
+            Ok(Err(message)) => Err(failed(message)),
+            Err(e) => Err(failed(format!("internal error: {e}"))),
+        }
     }
 
     async fn try_lock(&mut self, key: LockKey) -> Result<bool, BackendError> {
@@ -667,8 +697,13 @@ impl Backend for Postgres {
     async fn close(self) {
         // Closing is a courtesy to the server, bounded so that a stalled network cannot hold
         // startgate's exit; a dropped connection is closed by the server too.
-        if let Some(monitor) = self.monitor {
-            let _ = tokio::time::timeout(CLOSE_LIMIT, monitor.close()).await;
+        match self.monitor {
+            Monitor::Open(monitor) => {
+                let _ = tokio::time::timeout(CLOSE_LIMIT, monitor.close()).await;
+            }
+            // Never waited for (nothing was applied): the connection is dropped with the task.
+            Monitor::Opening(opening) => opening.abort(),
+            Monitor::Absent => {}
         }
         let _ = tokio::time::timeout(CLOSE_LIMIT, self.conn.close()).await;
     }
@@ -974,12 +1009,11 @@ impl Postgres {
         deadline: Instant,
         stop: &StopToken,
     ) -> Result<(), StatementError> {
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Monitor::Open(monitor) = &mut self.monitor else {
             return Err(StatementError {
                 sqlstate: None,
-                message:
-                    "internal error: no monitor session (prepare_for_migrating was not called)"
-                        .to_string(),
+                message: "internal error: no monitor session (monitor_ready was not called)"
+                    .to_string(),
                 position: None,
                 cancelled: None,
                 blockers: Vec::new(),
