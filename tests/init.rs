@@ -263,6 +263,71 @@ fn each_migration_runs_with_its_own_timeouts_and_the_next_one_gets_the_settings_
     );
 }
 
+/// The last statement of a migration shares its message with the history row and the commit:
+/// its failure, a failure at the commit, and a last line that is a comment must each read as
+/// they would on their own.
+#[test]
+fn the_last_statement_fails_and_the_commit_fails_as_any_statement_would() {
+    let db = TestDb::new("init_last_statement");
+    let dir = migrations(&[(
+        "0001_a.sql",
+        "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\nINSERT INTO a\n  VALUES ('x');\n",
+    )]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            r#"0001_a.sql:3: statement 3 failed (22P02): invalid input syntax for type integer: \"x\" (at line 4, column 11); the migration was rolled back"#
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(&db, "a"));
+    assert_eq!(history(&db), "");
+
+    // A deferred foreign key fails at the commit, after every statement ran.
+    let db = TestDb::new("init_commit_fails");
+    let dir = migrations(&[(
+        "0001_deferred.sql",
+        "CREATE TABLE p (id int PRIMARY KEY);\n\
+         CREATE TABLE c (pid int REFERENCES p DEFERRABLE INITIALLY DEFERRED);\n\
+         INSERT INTO c VALUES (1);\n",
+    )]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            r#"0001_deferred.sql: insert or update on table \"c\" violates foreign key constraint"#
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("(23503); the migration was rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(&db, "p") && !exists(&db, "c"));
+    assert_eq!(history(&db), "");
+
+    // A file whose last line is a comment after a statement without a semicolon.
+    let db = TestDb::new("init_last_comment");
+    let dir = migrations(&[("0001_z.sql", "CREATE TABLE z (id int) -- no semicolon")]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(exists(&db, "z"));
+    assert_eq!(history(&db), "0001:applied");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT (execution_ms >= 0)::text FROM startgate_migrations"
+        )
+        .as_deref(),
+        Some("true")
+    );
+}
+
 #[test]
 fn a_failing_statement_rolls_its_migration_back_and_stops_with_file_and_line() {
     let db = TestDb::new("init_failing");

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgErrorPosition};
 use sqlx::{Connection, Row};
 use tokio::time::{Instant, sleep_until};
@@ -68,21 +69,30 @@ pub struct Watcher<'a> {
     pub sample_after: Duration,
 }
 
-/// Runs `sql` on `conn` until it ends, watched by `watcher`.
+/// Runs `sql` on `conn` until it ends, watched by `watcher`. When `sql` holds several
+/// statements, the error says how many of them completed before it (`Err((_, completed))`).
 pub async fn run_watched(
     conn: &mut PgConnection,
     watcher: Watcher<'_>,
     sql: &str,
     deadline: Instant,
     stop: &StopToken,
-) -> Result<(), StatementError> {
+) -> Result<(), (StatementError, usize)> {
     let Watcher {
         monitor,
         reconnect,
         pid,
         sample_after,
     } = watcher;
-    let exec = sqlx::raw_sql(sql).execute(&mut *conn);
+    let exec = async {
+        let mut results = sqlx::raw_sql(sql).execute_many(&mut *conn);
+        let mut completed = 0;
+        while let Some(result) = results.next().await {
+            result.map_err(|e| (e, completed))?;
+            completed += 1;
+        }
+        Ok::<_, (sqlx::Error, usize)>(())
+    };
     tokio::pin!(exec);
     let started = Instant::now();
     let mut next_sample = started + sample_after;
@@ -96,10 +106,9 @@ pub async fn run_watched(
         tokio::select! {
             biased;
             result = &mut exec => {
-                return match result {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(statement_error(&e, cancelled, blockers, terminate_sent.is_some())),
-                };
+                return result.map_err(|(e, completed)| {
+                    (statement_error(&e, cancelled, blockers, terminate_sent.is_some()), completed)
+                });
             }
             stop = stop.wait(), if cancelled.is_none() => {
                 cancelled = Some(Cancelled::Stop(stop));
@@ -124,14 +133,15 @@ pub async fn run_watched(
                 signal_backend(monitor, reconnect, "pg_terminate_backend", pid).await;
             }
             _ = sleep_until(terminate_sent.map_or(far, |at| at + TERMINATE_GRACE)) => {
-                return Err(StatementError {
+                // How far the server got is unknown; the session is given up either way.
+                return Err((StatementError {
                     sqlstate: None,
                     message: "the server did not end the statement after a cancel and a terminate; giving up on the session".to_string(),
                     position: None,
                     cancelled,
                     blockers,
                     session_lost: true,
-                });
+                }, 0));
             }
         }
     }

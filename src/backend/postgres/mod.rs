@@ -717,13 +717,24 @@ struct RowValues<'a> {
     state: RowState,
     statements_done: u32,
     /// Set for an applied row: `applied_at` becomes the commit's `now()`.
-    execution_ms: Option<i64>,
+    execution_ms: Option<ExecutionMs>,
     applied_by: &'a str,
     /// Server time and WAL position just before the migration.
     recovery: (Option<&'a str>, Option<&'a str>),
     error_sqlstate: Option<&'a str>,
     error: Option<&'a str>,
     repaired: bool,
+}
+
+/// How long a migration took, for its history row.
+#[derive(Clone, Copy)]
+enum ExecutionMs {
+    /// Measured by startgate.
+    Measured(i64),
+    /// Since its transaction began, measured by the server when the row is written: the row
+    /// rides in the same message as the migration's last statement, before that statement
+    /// has run.
+    InTransaction,
 }
 
 /// Whether any index is INVALID, builds in progress included: on nearly every start the
@@ -785,7 +796,7 @@ impl<'a> RowBase<'a> {
             state,
             statements_done: done,
             execution_ms: (state == RowState::Applied)
-                .then(|| self.started.elapsed().as_millis() as i64),
+                .then(|| ExecutionMs::Measured(self.started.elapsed().as_millis() as i64)),
             applied_by: self.applied_by,
             recovery: self.recovery,
             error_sqlstate: failure.map(|f| f.0),
@@ -818,9 +829,13 @@ fn upsert_sql(table: &HistoryTable, v: &RowValues<'_>) -> String {
         state = quote_literal(v.state.as_str()),
         done = v.statements_done,
         applied_at = if applied { "now()" } else { "NULL" },
-        ms = v
-            .execution_ms
-            .map_or_else(|| "NULL".to_string(), |ms| ms.to_string()),
+        ms = match v.execution_ms {
+            None => "NULL".to_string(),
+            Some(ExecutionMs::Measured(ms)) => ms.to_string(),
+            Some(ExecutionMs::InTransaction) => {
+                "(extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint".to_string()
+            }
+        },
         by = quote_literal(v.applied_by),
         sg = quote_literal(env!("CARGO_PKG_VERSION")),
         rt = opt(v.recovery.0),
@@ -1009,16 +1024,32 @@ impl Postgres {
         deadline: Instant,
         stop: &StopToken,
     ) -> Result<(), StatementError> {
+        self.run_counting(sql, deadline, stop)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`run`](Self::run) for a text of several statements: an error comes with the number
+    /// of them that completed before it.
+    async fn run_counting(
+        &mut self,
+        sql: &str,
+        deadline: Instant,
+        stop: &StopToken,
+    ) -> Result<(), (StatementError, usize)> {
         let Monitor::Open(monitor) = &mut self.monitor else {
-            return Err(StatementError {
-                sqlstate: None,
-                message: "internal error: no monitor session (monitor_ready was not called)"
-                    .to_string(),
-                position: None,
-                cancelled: None,
-                blockers: Vec::new(),
-                session_lost: false,
-            });
+            return Err((
+                StatementError {
+                    sqlstate: None,
+                    message: "internal error: no monitor session (monitor_ready was not called)"
+                        .to_string(),
+                    position: None,
+                    cancelled: None,
+                    blockers: Vec::new(),
+                    session_lost: false,
+                },
+                0,
+            ));
         };
         // Sample blockers before lock_timeout can expire, so that a short one still names them.
         let sample_after = match self.statement_lock_timeout {
@@ -1026,16 +1057,19 @@ impl Postgres {
             t => exec::SAMPLE_AFTER.min(t / 3),
         };
         let Some(reconnect) = self.monitor_options.as_ref() else {
-            return Err(StatementError {
-                sqlstate: None,
-                message:
-                    "internal error: no monitor options (prepare_for_migrating was not called)"
-                        .to_string(),
-                position: None,
-                cancelled: None,
-                blockers: Vec::new(),
-                session_lost: false,
-            });
+            return Err((
+                StatementError {
+                    sqlstate: None,
+                    message:
+                        "internal error: no monitor options (prepare_for_migrating was not called)"
+                            .to_string(),
+                    position: None,
+                    cancelled: None,
+                    blockers: Vec::new(),
+                    session_lost: false,
+                },
+                0,
+            ));
         };
         let watcher = exec::Watcher {
             monitor,
@@ -1065,40 +1099,68 @@ impl Postgres {
             self.rollback_quietly().await;
             return Err(lock_lost(0));
         }
-        // A repaired migration resumes at its failed statement, even in a transaction.
-        let from = job.from_statement as usize;
-        for (i, statement) in job.statements.iter().enumerate().skip(from) {
-            if let Some(stop) = stop.stopped() {
-                self.rollback_quietly().await;
-                return Err(interrupted_between(stop, i as u32, statement, 0));
-            }
-            if let Err(e) = self.run(&statement.sql, deadline, stop).await {
-                if !e.session_lost {
-                    self.rollback_quietly().await;
-                }
-                return Err(statement_failure(e, i as u32, statement, job, 0));
-            }
-        }
-        let elapsed = started.elapsed();
         let base = RowBase::new(
             job,
             (recovery_time.as_deref(), recovery_lsn.as_deref()),
             started,
         );
-        let tail = format!(
-            "{}; COMMIT",
-            upsert_sql(
-                job.history,
-                &base.values(RowState::Applied, job.statements.len() as u32, None)
-            )
-        );
+        let mut row = base.values(RowState::Applied, job.statements.len() as u32, None);
+        row.execution_ms = Some(ExecutionMs::InTransaction);
+        let tail = format!("{}; COMMIT", upsert_sql(job.history, &row));
+        // A repaired migration resumes at its failed statement, even in a transaction.
+        let from = job.from_statement as usize;
+        let last = job.statements.len().saturating_sub(1);
+        for (i, statement) in job.statements.iter().enumerate().skip(from) {
+            if let Some(stop) = stop.stopped() {
+                self.rollback_quietly().await;
+                return Err(interrupted_between(stop, i as u32, statement, 0));
+            }
+            if i < last {
+                if let Err(e) = self.run(&statement.sql, deadline, stop).await {
+                    if !e.session_lost {
+                        self.rollback_quietly().await;
+                    }
+                    return Err(statement_failure(e, i as u32, statement, job, 0));
+                }
+                continue;
+            }
+            // The last statement carries the history row and the commit in its message (one
+            // round trip fewer per migration). It comes first in the text, so a position the
+            // server gives is within it; a line break ends a trailing `--` comment.
+            let sql = format!("{}\n;{tail}", statement.sql);
+            match self.run_counting(&sql, deadline, stop).await {
+                Ok(()) => {
+                    return Ok(Applied {
+                        statements_run: job.statements.len().saturating_sub(from) as u32,
+                        elapsed: started.elapsed(),
+                        recovery_time,
+                        recovery_lsn,
+                    });
+                }
+                Err((e, 0)) => {
+                    if !e.session_lost {
+                        self.rollback_quietly().await;
+                    }
+                    return Err(statement_failure(e, i as u32, statement, job, 0));
+                }
+                // The statement completed; writing its row or committing failed.
+                Err((e, _)) => {
+                    if !e.session_lost {
+                        self.rollback_quietly().await;
+                    }
+                    return Err(tail_failure(e));
+                }
+            }
+        }
+        // No statement left to carry the row (a file without statements, or a resume after
+        // the last one): the row and the commit on their own.
         if let Err(e) = sqlx::raw_sql(&tail).execute(&mut self.conn).await {
             self.rollback_quietly().await;
             return Err(connection_failure(&e, 0));
         }
         Ok(Applied {
-            statements_run: job.statements.len().saturating_sub(from) as u32,
-            elapsed,
+            statements_run: 0,
+            elapsed: started.elapsed(),
             recovery_time,
             recovery_lsn,
         })
@@ -1442,6 +1504,21 @@ fn connection_failure(e: &sqlx::Error, done: u32) -> ApplyFailure {
         message: describe(e),
         blockers: Vec::new(),
         statements_done: done,
+    }
+}
+
+/// Writing the history row or committing failed after the migration's statements ran (a
+/// deferred constraint, say): as [`connection_failure`] says it.
+fn tail_failure(e: StatementError) -> ApplyFailure {
+    ApplyFailure {
+        kind: FailureKind::Connection,
+        statement: None,
+        line: None,
+        position: None,
+        sqlstate: e.sqlstate,
+        message: e.message,
+        blockers: e.blockers,
+        statements_done: 0,
     }
 }
 
