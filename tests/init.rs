@@ -243,6 +243,11 @@ fn each_migration_runs_with_its_own_timeouts_and_the_next_one_gets_the_settings_
             &format!("INSERT INTO seen SELECT 3, * FROM ({seen}) s;\n"),
         ),
     ]);
+    // Not the server's default, so that putting back a fixed value would show.
+    db.exec(&format!(
+        "ALTER DATABASE \"{}\" SET client_min_messages = warning",
+        db.name
+    ));
     let out = init(
         &db,
         dir.path(),
@@ -259,7 +264,7 @@ fn each_migration_runs_with_its_own_timeouts_and_the_next_one_gets_the_settings_
              ORDER BY v) FROM seen"
         )
         .as_deref(),
-        Some("1/1500ms/7s/notice 2/2s/8s/notice 3/2s/9s/notice")
+        Some("1/1500ms/7s/warning 2/2s/8s/warning 3/2s/9s/warning")
     );
 }
 
@@ -326,6 +331,74 @@ fn the_last_statement_fails_and_the_commit_fails_as_any_statement_would() {
         .as_deref(),
         Some("true")
     );
+}
+
+/// startgate holds the migration lock twice, so that its check before each migration (release
+/// one hold, take it back) never leaves the lock free: with one hold released by a migration,
+/// the lock is still startgate's.
+#[test]
+fn the_lock_check_never_leaves_the_lock_free() {
+    let db = TestDb::new("init_lock_held_twice");
+    let key = startgate::backend::LockKey::for_table(&startgate::config::HistoryTable {
+        schema: "public".into(),
+        table: "startgate_migrations".into(),
+    })
+    .0;
+    let dir = migrations(&[
+        (
+            "0001_count.sql",
+            &format!(
+                "SELECT pg_advisory_unlock({key});\n\
+                 CREATE TABLE held AS SELECT count(*) AS n FROM pg_locks \
+                 WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted;\n\
+                 SELECT pg_advisory_lock({key});\n"
+            ),
+        ),
+        ("0002_next.sql", "CREATE TABLE next_one (id int);\n"),
+    ]);
+    let out = init(&db, dir.path(), &[]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        scalar(&db, "SELECT n::text FROM held").as_deref(),
+        Some("1")
+    );
+    assert_eq!(history(&db), "0001:applied 0002:applied");
+}
+
+/// A COMMIT that runs past the wall-clock limit (a deferred trigger) is cancelled and reported
+/// as the timeout it is, not as a failed statement.
+#[test]
+fn a_commit_past_the_wall_clock_limit_is_cancelled_as_a_timeout() {
+    let db = TestDb::new("init_slow_commit");
+    let dir = migrations(&[(
+        "0001_slow_commit.sql",
+        "CREATE TABLE t (id int);\n\
+         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;\n\
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED \
+         FOR EACH ROW EXECUTE FUNCTION slow();\n\
+         INSERT INTO t VALUES (1);\n",
+    )]);
+    let out = init(&db, dir.path(), &[("STARTGATE_MIGRATION_TIMEOUT", "1s")]);
+    assert_eq!(out.code, 6, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "0001_slow_commit.sql did not finish within 1s (STARTGATE_MIGRATION_TIMEOUT or -- startgate:timeout); it was cancelled on the server"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("the migration was rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("no transaction in progress"),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(&db, "t"));
+    assert_eq!(history(&db), "");
 }
 
 #[test]
@@ -694,6 +767,12 @@ fn losing_the_lock_between_migrations_stops_with_the_pooler_advice() {
     assert!(
         messages.contains("set STARTGATE_DATABASE_URL to a direct connection"),
         "{messages}"
+    );
+    // The check's release of a lock it does not hold is silenced: the message above says it.
+    assert!(
+        !out.stderr.contains("you don't own a lock"),
+        "{}",
+        out.stderr
     );
     assert!(
         !exists(&db, "next_one"),

@@ -544,6 +544,10 @@ pub enum FailureKind {
     LockLost,
     /// The connection failed, or the history row could not be written.
     Connection,
+    /// The session was lost while the migration's last statement, its history row and its
+    /// `COMMIT` were in flight (they share one message): whether it committed is unknown,
+    /// and its row in the history table, written in the same transaction, says.
+    CommitUnknown,
 }
 
 /// A migration that failed, with everything an operator needs to find the cause.

@@ -209,6 +209,13 @@ impl fmt::Display for MigrationError {
             )?,
             FailureKind::Statement => write!(f, " failed{code}: {}", failure.message)?,
             FailureKind::Connection => write!(f, ": {}{code}", failure.message)?,
+            FailureKind::CommitUnknown => write!(
+                f,
+                ": the session was lost while its last statement, history row and COMMIT were \
+                 in flight ({}{code}); whether the migration committed is unknown: its row in \
+                 the history table, written in the same transaction, says",
+                failure.message
+            )?,
         }
         if let Some((line, column)) = failure.position {
             write!(f, " (at line {line}, column {column})")?;
@@ -217,7 +224,10 @@ impl fmt::Display for MigrationError {
             let blockers: Vec<String> = failure.blockers.iter().map(ToString::to_string).collect();
             write!(f, "; blocked by {}", blockers.join(", "))?;
         }
-        if failure.kind != FailureKind::LockLost {
+        if !matches!(
+            failure.kind,
+            FailureKind::LockLost | FailureKind::CommitUnknown
+        ) {
             if self.no_transaction {
                 match failure.statements_done {
                     0 => f.write_str("; no statement of it took effect")?,

@@ -69,15 +69,15 @@ pub struct Watcher<'a> {
     pub sample_after: Duration,
 }
 
-/// Runs `sql` on `conn` until it ends, watched by `watcher`. When `sql` holds several
-/// statements, the error says how many of them completed before it (`Err((_, completed))`).
+/// Runs `sql` on `conn` until it ends, watched by `watcher`, and says how many of its
+/// statements completed (also with an error: `Err((_, completed))`).
 pub async fn run_watched(
     conn: &mut PgConnection,
     watcher: Watcher<'_>,
     sql: &str,
     deadline: Instant,
     stop: &StopToken,
-) -> Result<(), (StatementError, usize)> {
+) -> Result<usize, (StatementError, usize)> {
     let Watcher {
         monitor,
         reconnect,
@@ -91,7 +91,7 @@ pub async fn run_watched(
             result.map_err(|e| (e, completed))?;
             completed += 1;
         }
-        Ok::<_, (sqlx::Error, usize)>(())
+        Ok::<_, (sqlx::Error, usize)>(completed)
     };
     tokio::pin!(exec);
     let started = Instant::now();

@@ -349,18 +349,17 @@ impl Backend for Postgres {
     }
 
     async fn monitor_ready(&mut self) -> Result<(), BackendError> {
-        let opening = match std::mem::replace(&mut self.monitor, Monitor::Absent) {
-            Monitor::Opening(opening) => opening,
-            other => {
-                self.monitor = other;
-                return Ok(());
-            }
+        // Awaited in place: if a signal drops this future, `close` still finds the task.
+        let Monitor::Opening(opening) = &mut self.monitor else {
+            return Ok(());
         };
+        let opened = opening.await;
+        self.monitor = Monitor::Absent;
         let failed = |message: String| BackendError::Query {
             what: "opening the monitor session".to_string(),
             message,
         };
-        match opening.await {
+        match opened {
             Ok(Ok(monitor)) => {
                 self.monitor = Monitor::Open(monitor);
                 Ok(())
@@ -701,7 +700,13 @@ impl Backend for Postgres {
             Monitor::Open(monitor) => {
                 let _ = tokio::time::timeout(CLOSE_LIMIT, monitor.close()).await;
             }
-            // Never waited for (nothing was applied): the connection is dropped with the task.
+            // Never waited for (nothing was applied): closed as politely if it is open by now,
+            // dropped with the task if not.
+            Monitor::Opening(opening) if opening.is_finished() => {
+                if let Ok(Ok(monitor)) = opening.await {
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, monitor.close()).await;
+                }
+            }
             Monitor::Opening(opening) => opening.abort(),
             Monitor::Absent => {}
         }
@@ -884,7 +889,12 @@ fn head_select(key: LockKey, messages: &str, more: &str) -> String {
 /// Releasing a lock the session does not hold makes the server send a warning ("you don't
 /// own a lock"); the false answer says it better, so messages are silenced for the release
 /// and set back to `messages` (the session's `client_min_messages`, read when connecting)
-/// right after, in the transaction only. `CASE` evaluates its branches in order.
+/// right after, in the transaction only. `CASE` evaluates its branches in order
+/// (<https://www.postgresql.org/docs/current/sql-expressions.html#SYNTAX-EXPRESS-EVAL>); a
+/// session's advisory lock requests stack, each needing its own release
+/// (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>). Should a
+/// no-transaction migration change `client_min_messages` for the session, later
+/// transactional migrations see the value read when connecting again.
 fn held_check(key: LockKey, messages: &str) -> String {
     format!(
         "CASE WHEN set_config('client_min_messages', 'error', true) IS NULL THEN NULL \
@@ -1026,17 +1036,18 @@ impl Postgres {
     ) -> Result<(), StatementError> {
         self.run_counting(sql, deadline, stop)
             .await
+            .map(|_| ())
             .map_err(|(e, _)| e)
     }
 
-    /// [`run`](Self::run) for a text of several statements: an error comes with the number
-    /// of them that completed before it.
+    /// [`run`](Self::run) for a text of several statements: says how many of them completed,
+    /// also with an error.
     async fn run_counting(
         &mut self,
         sql: &str,
         deadline: Instant,
         stop: &StopToken,
-    ) -> Result<(), (StatementError, usize)> {
+    ) -> Result<usize, (StatementError, usize)> {
         let Monitor::Open(monitor) = &mut self.monitor else {
             return Err((
                 StatementError {
@@ -1128,8 +1139,10 @@ impl Postgres {
             // round trip fewer per migration). It comes first in the text, so a position the
             // server gives is within it; a line break ends a trailing `--` comment.
             let sql = format!("{}\n;{tail}", statement.sql);
-            match self.run_counting(&sql, deadline, stop).await {
-                Ok(()) => {
+            // The statement, the row, the commit.
+            const PARTS: usize = 3;
+            let failure = match self.run_counting(&sql, deadline, stop).await {
+                Ok(PARTS) => {
                     return Ok(Applied {
                         statements_run: job.statements.len().saturating_sub(from) as u32,
                         elapsed: started.elapsed(),
@@ -1137,20 +1150,46 @@ impl Postgres {
                         recovery_lsn,
                     });
                 }
-                Err((e, 0)) => {
-                    if !e.session_lost {
+                // Fewer parts than sent: the text did not split as it was written (a backslash
+                // in a string with standard_conforming_strings off, say). Nothing is committed.
+                Ok(completed) => {
+                    self.rollback_quietly().await;
+                    return Err(tail_failure(
+                        StatementError {
+                            sqlstate: None,
+                            message: format!(
+                                "internal error: the server ran {completed} of the {PARTS} parts of \
+                                 the last statement's message (its history row and COMMIT did not run)"
+                            ),
+                            position: None,
+                            cancelled: None,
+                            blockers: Vec::new(),
+                            session_lost: false,
+                        },
+                        job,
+                    ));
+                }
+                Err(failure) => failure,
+            };
+            return Err(match failure {
+                // Whatever the server got to, the answer was lost with the session.
+                (e, _) if e.session_lost => ApplyFailure {
+                    kind: FailureKind::CommitUnknown,
+                    ..tail_failure(e, job)
+                },
+                (e, 0) => {
+                    self.rollback_quietly().await;
+                    statement_failure(e, i as u32, statement, job, 0)
+                }
+                // The statement completed; writing its row or committing failed. A failed
+                // COMMIT has ended the transaction already: nothing to roll back.
+                (e, completed) => {
+                    if completed < PARTS - 1 {
                         self.rollback_quietly().await;
                     }
-                    return Err(statement_failure(e, i as u32, statement, job, 0));
+                    tail_failure(e, job)
                 }
-                // The statement completed; writing its row or committing failed.
-                Err((e, _)) => {
-                    if !e.session_lost {
-                        self.rollback_quietly().await;
-                    }
-                    return Err(tail_failure(e));
-                }
-            }
+            });
         }
         // No statement left to carry the row (a file without statements, or a resume after
         // the last one): the row and the commit on their own.
@@ -1508,10 +1547,14 @@ fn connection_failure(e: &sqlx::Error, done: u32) -> ApplyFailure {
 }
 
 /// Writing the history row or committing failed after the migration's statements ran (a
-/// deferred constraint, say): as [`connection_failure`] says it.
-fn tail_failure(e: StatementError) -> ApplyFailure {
+/// deferred constraint, say): no statement to name; cancelled by a signal or the wall-clock
+/// limit as a statement would be.
+fn tail_failure(e: StatementError, job: &ApplyJob<'_>) -> ApplyFailure {
     ApplyFailure {
-        kind: FailureKind::Connection,
+        kind: match failure_kind(&e, job) {
+            FailureKind::Statement => FailureKind::Connection,
+            kind => kind,
+        },
         statement: None,
         line: None,
         position: None,
@@ -1553,6 +1596,16 @@ fn interrupted_between(
     }
 }
 
+/// What kind of failure a statement's error is: a cancel says why it was sent.
+fn failure_kind(e: &StatementError, job: &ApplyJob<'_>) -> FailureKind {
+    match (e.cancelled, e.sqlstate.as_deref()) {
+        (Some(Cancelled::Stop(stop)), _) => FailureKind::Interrupted(stop),
+        (Some(Cancelled::Deadline), _) => FailureKind::TimedOut(job.timeout),
+        (None, Some(sqlstate::LOCK_NOT_AVAILABLE)) => FailureKind::LockTimeout,
+        _ => FailureKind::Statement,
+    }
+}
+
 fn statement_failure(
     e: StatementError,
     index: u32,
@@ -1560,14 +1613,8 @@ fn statement_failure(
     job: &ApplyJob<'_>,
     done: u32,
 ) -> ApplyFailure {
-    let kind = match (e.cancelled, e.sqlstate.as_deref()) {
-        (Some(Cancelled::Stop(stop)), _) => FailureKind::Interrupted(stop),
-        (Some(Cancelled::Deadline), _) => FailureKind::TimedOut(job.timeout),
-        (None, Some(sqlstate::LOCK_NOT_AVAILABLE)) => FailureKind::LockTimeout,
-        _ => FailureKind::Statement,
-    };
     ApplyFailure {
-        kind,
+        kind: failure_kind(&e, job),
         statement: Some(index),
         line: Some(statement.line),
         position: e.position.map(|p| locate(statement, p)),
