@@ -127,12 +127,15 @@ pub async fn run_watched(
                 }
                 next_sample = Instant::now() + SAMPLE_EVERY;
             }
-            _ = sleep_until(cancel_sent.map_or(far, |at| at + CANCEL_GRACE)), if terminate_sent.is_none() => {
+            // The escalation's timers are polled (registered with the timer driver, which then
+            // wakes itself) only once there is something to escalate: most statements end
+            // without either.
+            _ = sleep_until(cancel_sent.map_or(far, |at| at + CANCEL_GRACE)), if cancel_sent.is_some() && terminate_sent.is_none() => {
                 tracing::warn!(pid, "the statement did not end after a cancel; terminating its session");
                 terminate_sent = Some(Instant::now());
                 signal_backend(monitor, reconnect, "pg_terminate_backend", pid).await;
             }
-            _ = sleep_until(terminate_sent.map_or(far, |at| at + TERMINATE_GRACE)) => {
+            _ = sleep_until(terminate_sent.map_or(far, |at| at + TERMINATE_GRACE)), if terminate_sent.is_some() => {
                 // How far the server got is unknown; the session is given up either way.
                 return Err((StatementError {
                     sqlstate: None,
