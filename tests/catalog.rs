@@ -20,15 +20,7 @@ use startgate::schema::{Snapshot, Table};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn run<T>(f: impl Future<Output = T>) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        tokio::time::timeout(LIMIT, f)
-            .await
-            .expect("the snapshot finished within the limit")
-    })
+    common::run_within(LIMIT, "the snapshot", f)
 }
 
 fn history() -> HistoryTable {

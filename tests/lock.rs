@@ -20,15 +20,7 @@ use startgate::dburl::DatabaseUrl;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn run<T>(f: impl Future<Output = T>) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        tokio::time::timeout(LIMIT, f)
-            .await
-            .expect("the test finished within the limit")
-    })
+    common::run_within(LIMIT, "the test", f)
 }
 
 async fn session(db: &TestDb, name: &str) -> Postgres {

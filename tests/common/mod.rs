@@ -63,6 +63,21 @@ fn start_server() -> Result<Server, String> {
     start_private_cluster()
 }
 
+/// Runs a future to completion on a private current-thread runtime; panics, naming `what`,
+/// if it takes longer than `limit`.
+pub fn run_within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        match tokio::time::timeout(limit, f).await {
+            Ok(out) => out,
+            Err(_) => panic!("{what} did not finish within {limit:?}"),
+        }
+    })
+}
+
 /// Runs a future to completion on a private current-thread runtime, bounded by 60 s.
 pub fn block_on<T>(
     f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
