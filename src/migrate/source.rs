@@ -783,18 +783,62 @@ fn parse_inner(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let FileKind::Up { version, name } = classify(&file_name) else {
+        return Err(vec![FileProblem {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!(
+                "{file_name:?} is not an up migration file name (expected {NAME_FORMS})"
+            ),
+        }]);
+    };
+    let (examined, statements) = examine(path, bytes, with_statements)?;
+    let migration = Migration {
+        version,
+        name,
+        file_name,
+        path: path.to_path_buf(),
+        checksum: hex(&examined.checksum),
+        options: examined.options,
+    };
+    Ok((migration, statements))
+}
+
+/// What a file's content says about its migration: the checksum and the options. The file
+/// name's parts are added by whoever has them ([`parse_inner`], [`load_dir`]).
+struct Examined {
+    /// SHA-256 of the applied text (see [`Migration::checksum`]).
+    checksum: [u8; 32],
+    options: MigrationOptions,
+}
+
+/// Lowercase hex, as the history table keeps checksums: one allocation of the final size.
+fn hex(digest: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+/// Reads a migration file's content (`path` only names it in problems): where the applied
+/// text lies, its directives, its checksum and, with `with_statements`, its statements with
+/// the problems only they show. Allocates nothing that outlives the call but the statements
+/// and the problems, so that the threads reading a thousand files on every start do not
+/// contend for the allocator.
+fn examine(
+    path: &Path,
+    bytes: &[u8],
+    with_statements: bool,
+) -> Result<(Examined, Vec<Statement>), Vec<FileProblem>> {
     let fail = |line: Option<u32>, message: String| {
         Err(vec![FileProblem {
             path: path.to_path_buf(),
             line,
             message,
         }])
-    };
-    let FileKind::Up { version, name } = classify(&file_name) else {
-        return fail(
-            None,
-            format!("{file_name:?} is not an up migration file name (expected {NAME_FORMS})"),
-        );
     };
     // A byte order mark is an editor's artefact, not SQL: PostgreSQL would choke on it.
     let (bom_len, bytes) = match bytes.strip_prefix(UTF8_BOM) {
@@ -906,26 +950,19 @@ fn parse_inner(
             }
         }
     }
-    let checksum = format!("{:x}", hasher.finalize());
-    // Called once, on whichever path returns: it moves the parts into the migration.
+    let checksum: [u8; 32] = hasher.finalize().into();
+    // Called once, on whichever path returns: it moves the parts into the result.
     let no_transaction = options.no_transaction;
-    let migration = move |problems: Problems| {
+    let examined = move |problems: Problems| {
         if !problems.0.is_empty() {
             return Err(problems.into_file_problems(path));
         }
-        Ok(Migration {
-            version,
-            name,
-            file_name,
-            path: path.to_path_buf(),
-            checksum,
-            options,
-        })
+        Ok(Examined { checksum, options })
     };
     // A file with problems is refused anyway: then its statements are checked too, so that
     // one run reports everything wrong with it.
     if !with_statements && problems.0.is_empty() {
-        return migration(problems).map(|m| (m, Vec::new()));
+        return examined(problems).map(|e| (e, Vec::new()));
     }
 
     let lines = lines();
@@ -988,7 +1025,7 @@ fn parse_inner(
         );
     }
 
-    migration(problems).map(|m| (m, statements))
+    examined(problems).map(|e| (e, statements))
 }
 
 /// Reads a loaded migration's file again and returns its statements: what `init` runs, what
@@ -1054,30 +1091,33 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
 
     let mut warnings = Vec::new();
     let mut problems = Vec::new();
-    // Each up file's version and its index in `to_read`: sorted afterwards to find versions
-    // used twice, without a map (or a copy of each path) for a thousand files.
-    let mut versions: Vec<(Version, usize)> = Vec::new();
+    // The name parts of each up file, in the order of `to_read`: made here, on one thread,
+    // and moved into the migrations, so that the threads reading the files allocate nothing
+    // that lasts (they would wait on each other for the one malloc arena).
+    let mut ups: Vec<UpName> = Vec::new();
     let mut to_read = Vec::new();
     for os_name in names {
         let path = dir.join(&os_name);
-        let Some(file_name) = os_name.to_str() else {
-            if os_name.to_string_lossy().ends_with(".sql") {
-                warnings.push(format!(
-                    "ignoring {}: the file name is not valid UTF-8",
-                    path.display()
-                ));
+        let file_name = match os_name.into_string() {
+            Ok(file_name) => file_name,
+            Err(os_name) => {
+                if os_name.to_string_lossy().ends_with(".sql") {
+                    warnings.push(format!(
+                        "ignoring {}: the file name is not valid UTF-8",
+                        path.display()
+                    ));
+                }
+                continue;
             }
-            continue;
         };
-        let version = match classify(file_name) {
-            FileKind::Down => continue,
+        match classify(&file_name) {
+            FileKind::Down => {}
             FileKind::Ignored { warn: true } => {
                 warnings.push(format!(
                     "ignoring {}: {}",
                     path.display(),
-                    ignored_reason(file_name)
+                    ignored_reason(&file_name)
                 ));
-                continue;
             }
             FileKind::Ignored { warn: false } => {
                 // Flyway reads subdirectories, we do not: say so rather than skip them quietly.
@@ -1089,25 +1129,32 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
                         dir.display()
                     ));
                 }
-                continue;
             }
-            FileKind::Up { version, .. } => version,
-        };
-        versions.push((version, to_read.len()));
-        to_read.push(path);
+            FileKind::Up { version, name } => {
+                ups.push(UpName {
+                    version,
+                    name,
+                    file_name,
+                });
+                to_read.push(path);
+            }
+        }
     }
+    let found_files = !to_read.is_empty();
     // The first file of a version (in name order) keeps it; every other one is a problem.
-    versions.sort_unstable();
-    let mut first: Option<&(Version, usize)> = None;
-    for entry in &versions {
-        let (version, index) = entry;
-        let (first_version, first_index) = match first {
-            Some(found) if found.0 == *version => found,
+    // Found by sorting indices, without a map (or a copy of each version) for a thousand files.
+    let mut order: Vec<usize> = (0..ups.len()).collect();
+    order.sort_unstable_by(|&a, &b| ups[a].version.cmp(&ups[b].version).then(a.cmp(&b)));
+    let mut first: Option<usize> = None;
+    for &index in &order {
+        let first_index = match first {
+            Some(found) if ups[found].version == ups[index].version => found,
             _ => {
-                first = Some(entry);
+                first = Some(index);
                 continue;
             }
         };
+        let (first_version, version) = (&ups[first_index].version, &ups[index].version);
         let numerically = if first_version.as_str() != version.as_str() {
             format!(
                 " (versions compare numerically: {first_version} and {version} are one version)"
@@ -1116,23 +1163,29 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
             String::new()
         };
         problems.push(FileProblem {
-            path: to_read[*index].clone(),
+            path: to_read[index].clone(),
             line: None,
             message: format!(
                 "version {version} is also the version of {}{numerically}; renumber one of them",
-                to_read[*first_index].display()
+                to_read[first_index].display()
             ),
         });
     }
-    drop(versions);
-    // Moved part by part into a vector of the final size: the parts are never copied whole.
+    drop(order);
+    let examined = read_all(dir, &to_read).into_iter().flatten();
+    // Moved into a vector of the final size: the parts are never copied whole.
     let mut migrations = Vec::with_capacity(to_read.len());
-    for part in read_all(dir, &to_read) {
-        for result in part {
-            match result {
-                Ok(migration) => migrations.push(migration),
-                Err(found) => problems.extend(found),
-            }
+    for ((path, up), result) in to_read.into_iter().zip(ups).zip(examined) {
+        match result {
+            Ok(examined) => migrations.push(Migration {
+                version: up.version,
+                name: up.name,
+                file_name: up.file_name,
+                path,
+                checksum: hex(&examined.checksum),
+                options: examined.options,
+            }),
+            Err(found) => problems.extend(found),
         }
     }
     if !problems.is_empty() {
@@ -1146,7 +1199,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         return Err(SourceError::Problems(problems));
     }
-    if to_read.is_empty() {
+    if !found_files {
         warnings.push(format!(
             "no migration files in {} (expected {NAME_FORMS})",
             dir.display()
@@ -1159,13 +1212,20 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
     })
 }
 
+/// The parts of an up migration's file name.
+struct UpName {
+    version: Version,
+    name: String,
+    file_name: String,
+}
+
 /// Below this many files, one thread reads them all: starting threads would cost more.
 const FILES_PER_THREAD: usize = 64;
 
 /// What [`read_one`] made of each file of a share of the files.
-type Part = Vec<Result<Migration, Vec<FileProblem>>>;
+type Part = Vec<Result<Examined, Vec<FileProblem>>>;
 
-/// Reads and parses (without statements) every file of `paths` (all in `dir`): the results in
+/// Reads and examines (without statements) every file of `paths` (all in `dir`): the results in
 /// the same order, one part per thread. Every start does this for every file, so it is spread
 /// over the machine's cores: the calling thread reads the first share itself, helpers the
 /// others.
@@ -1258,12 +1318,12 @@ impl Opener {
     }
 }
 
-/// Reads one file into `buffer` (reused from file to file) and parses it.
+/// Reads one file into `buffer` (reused from file to file) and examines it.
 fn read_one(
     opener: &Opener,
     path: &Path,
     buffer: &mut Vec<u8>,
-) -> Result<Migration, Vec<FileProblem>> {
+) -> Result<Examined, Vec<FileProblem>> {
     let len = opener
         .open(path)
         .and_then(|file| read_into(file, buffer))
@@ -1274,7 +1334,7 @@ fn read_one(
                 message: format!("cannot read the file: {error}"),
             }]
         })?;
-    parse_file(path, &buffer[..len])
+    examine(path, &buffer[..len], false).map(|(examined, _)| examined)
 }
 
 /// Reads a whole file into the start of `buffer` and returns its length: read until the end,
