@@ -793,15 +793,12 @@ fn parse_inner(
         }]);
     };
     let (examined, statements) = examine(path, bytes, with_statements)?;
-    let migration = Migration {
+    let up = UpName {
         version,
         name,
         file_name,
-        path: path.to_path_buf(),
-        checksum: hex(&examined.checksum),
-        options: examined.options,
     };
-    Ok((migration, statements))
+    Ok((up.into_migration(path.to_path_buf(), examined), statements))
 }
 
 /// What a file's content says about its migration: the checksum and the options. The file
@@ -1140,7 +1137,6 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
             }
         }
     }
-    let found_files = !to_read.is_empty();
     // The first file of a version (in name order) keeps it; every other one is a problem.
     // Found by sorting indices, without a map (or a copy of each version) for a thousand files.
     let mut order: Vec<usize> = (0..ups.len()).collect();
@@ -1177,14 +1173,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
     let mut migrations = Vec::with_capacity(to_read.len());
     for ((path, up), result) in to_read.into_iter().zip(ups).zip(examined) {
         match result {
-            Ok(examined) => migrations.push(Migration {
-                version: up.version,
-                name: up.name,
-                file_name: up.file_name,
-                path,
-                checksum: hex(&examined.checksum),
-                options: examined.options,
-            }),
+            Ok(examined) => migrations.push(up.into_migration(path, examined)),
             Err(found) => problems.extend(found),
         }
     }
@@ -1199,7 +1188,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, SourceError> {
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         return Err(SourceError::Problems(problems));
     }
-    if !found_files {
+    // No problem, so every file found became a migration.
+    if migrations.is_empty() {
         warnings.push(format!(
             "no migration files in {} (expected {NAME_FORMS})",
             dir.display()
@@ -1217,6 +1207,20 @@ struct UpName {
     version: Version,
     name: String,
     file_name: String,
+}
+
+impl UpName {
+    /// The migration of the file at `path`, with what its content says.
+    fn into_migration(self, path: PathBuf, examined: Examined) -> Migration {
+        Migration {
+            version: self.version,
+            name: self.name,
+            file_name: self.file_name,
+            path,
+            checksum: hex(&examined.checksum),
+            options: examined.options,
+        }
+    }
 }
 
 /// Below this many files, one thread reads them all: starting threads would cost more.

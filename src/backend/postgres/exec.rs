@@ -57,6 +57,20 @@ pub struct StatementError {
     pub session_lost: bool,
 }
 
+impl StatementError {
+    /// A bug of startgate's, not the server's answer: nothing cancelled, the session intact.
+    pub fn internal(message: String) -> StatementError {
+        StatementError {
+            sqlstate: None,
+            message,
+            position: None,
+            cancelled: None,
+            blockers: Vec::new(),
+            session_lost: false,
+        }
+    }
+}
+
 /// What watches the applying session while it runs a statement.
 pub struct Watcher<'a> {
     /// The monitor session.

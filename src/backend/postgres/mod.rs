@@ -1050,15 +1050,9 @@ impl Postgres {
     ) -> Result<usize, (StatementError, usize)> {
         let Monitor::Open(monitor) = &mut self.monitor else {
             return Err((
-                StatementError {
-                    sqlstate: None,
-                    message: "internal error: no monitor session (monitor_ready was not called)"
-                        .to_string(),
-                    position: None,
-                    cancelled: None,
-                    blockers: Vec::new(),
-                    session_lost: false,
-                },
+                StatementError::internal(
+                    "internal error: no monitor session (monitor_ready was not called)".to_string(),
+                ),
                 0,
             ));
         };
@@ -1069,16 +1063,10 @@ impl Postgres {
         };
         let Some(reconnect) = self.monitor_options.as_ref() else {
             return Err((
-                StatementError {
-                    sqlstate: None,
-                    message:
-                        "internal error: no monitor options (prepare_for_migrating was not called)"
-                            .to_string(),
-                    position: None,
-                    cancelled: None,
-                    blockers: Vec::new(),
-                    session_lost: false,
-                },
+                StatementError::internal(
+                    "internal error: no monitor options (prepare_for_migrating was not called)"
+                        .to_string(),
+                ),
                 0,
             ));
         };
@@ -1155,17 +1143,10 @@ impl Postgres {
                 Ok(completed) => {
                     self.rollback_quietly().await;
                     return Err(tail_failure(
-                        StatementError {
-                            sqlstate: None,
-                            message: format!(
-                                "internal error: the server ran {completed} of the {PARTS} parts of \
-                                 the last statement's message (its history row and COMMIT did not run)"
-                            ),
-                            position: None,
-                            cancelled: None,
-                            blockers: Vec::new(),
-                            session_lost: false,
-                        },
+                        StatementError::internal(format!(
+                            "internal error: the server ran {completed} of the {PARTS} parts of \
+                             the last statement's message (its history row and COMMIT did not run)"
+                        )),
                         job,
                     ));
                 }
