@@ -918,8 +918,10 @@ def main() -> int:
                     help=f"admin URL, a role that may CREATE DATABASE (default {DEFAULT_URL})")
     ap.add_argument("--psql", help="the psql binary (default: psql on PATH, or the real binary behind "
                                    "Debian's pg_wrapper script)")
-    ap.add_argument("--runs", type=int, default=5, help="timed apply-all runs per tool, N and URL (default 5)")
-    ap.add_argument("--noop-runs", type=int, default=20, help="timed no-op runs per tool, N and URL (default 20)")
+    ap.add_argument("--runs", type=int, default=15,
+                    help="timed apply-all runs per tool, N and URL (default 15: on a noisy machine fewer "
+                         "let one slow spell move the medians)")
+    ap.add_argument("--noop-runs", type=int, default=21, help="timed no-op runs per tool, N and URL (default 21)")
     ap.add_argument("--rss-runs", type=int, default=3,
                     help="untimed runs per tool, N and URL measuring peak RSS (default 3)")
     ap.add_argument("--sizes", default="200,1000", help="comma list of N (default 200,1000)")
