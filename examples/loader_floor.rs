@@ -47,28 +47,33 @@ fn main() -> ExitCode {
     match run(Path::new(&dir), loads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loader_floor: {}: {e}", Path::new(&dir).display());
+            eprintln!("loader_floor: {e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn run(dir: &Path, loads: usize) -> std::io::Result<()> {
+/// Measures and prints; an error names the directory or file at fault.
+fn run(dir: &Path, loads: usize) -> Result<(), String> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
+    for entry in fs::read_dir(dir).map_err(at(dir))? {
+        let path = entry.map_err(at(dir))?.path();
         if path.extension().is_some_and(|e| e == "sql")
             && let Some(name) = path.file_name()
         {
-            names.push(CString::new(name.as_bytes())?);
+            // A file name from the directory holds no NUL byte.
+            if let Ok(name) = CString::new(name.as_bytes()) {
+                names.push(name);
+            }
         }
     }
     names.sort();
-    let dir_file = fs::File::open(dir)?;
-    let contents: Vec<Vec<u8>> = names
-        .iter()
-        .map(|n| fs::read(dir.join(std::ffi::OsStr::from_bytes(n.as_bytes()))))
-        .collect::<Result<_, _>>()?;
+    let dir_file = fs::File::open(dir).map_err(at(dir))?;
+    let mut contents = Vec::with_capacity(names.len());
+    for name in &names {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        contents.push(fs::read(&path).map_err(at(&path))?);
+    }
     let bytes: usize = contents.iter().map(Vec::len).sum();
     println!(
         "{} files, {:.1} KiB, {loads} passes each",
@@ -131,6 +136,11 @@ fn read_all(fd: i32, names: &[CString]) {
             libc::close(f);
         }
     }
+}
+
+/// Turns an I/O error into a message naming `path`.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
 }
 
 /// Runs `pass` `loads` times and prints the median wall and process CPU time per pass.
