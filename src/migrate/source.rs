@@ -809,11 +809,12 @@ struct Examined {
     options: MigrationOptions,
 }
 
-/// Lowercase hex, as the history table keeps checksums: one allocation of the final size.
-fn hex(digest: &[u8; 32]) -> String {
+/// Lowercase hex, two digits a byte, as the history table keeps checksums (and the migrate
+/// command's fingerprint and run id are written): one allocation of the final size.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * digest.len());
-    for byte in digest {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
         out.push(char::from(DIGITS[usize::from(byte >> 4)]));
         out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }

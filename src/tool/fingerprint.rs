@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::migrate::source::hex;
+
 /// The fingerprint of `command` and `paths`.
 pub fn fingerprint(command: &str, paths: &[PathBuf]) -> Result<String, String> {
     let mut hasher = Sha256::new();
@@ -35,9 +37,7 @@ pub fn fingerprint(command: &str, paths: &[PathBuf]) -> Result<String, String> {
             file(&mut hasher, path)?;
         }
     }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
 }
 
 /// A length-prefixed field, so that no two different inputs hash the same bytes.

@@ -369,7 +369,7 @@ fn run_id() -> String {
         crate::run::host_name(),
         std::process::id()
     ));
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::migrate::source::hex(&digest[..6])
 }
 
 /// Terminates, under the lock, the sessions an earlier run's command left (its startgate
